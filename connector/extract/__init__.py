@@ -1,0 +1,1 @@
+"""The extract stage: DiVA's export, poll and download cycle over HTTP."""

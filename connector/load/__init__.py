@@ -1,0 +1,1 @@
+"""The load stage: typed Arrow batches into Parquet files or warehouse tables."""

@@ -1,0 +1,1 @@
+"""A DiVA-compatible HTTP server on loopback, serving deterministic data."""

@@ -1,0 +1,276 @@
+"""Settings for every stage, read from a TOML file, the environment and flags.
+
+Precedence, lowest to highest: the TOML file (`--config FILE`, else
+`diva-connector.toml` in the working directory when present), environment
+variables named `DIVA_<SETTING>` (for example `DIVA_APP_TOKEN`), then values
+passed in code or on the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from connector.errors import ConfigError
+
+PRODUCTION_BASE_URL = "https://diva-api.marqeta.com/data/v2"
+DEFAULT_CONFIG_FILE = "diva-connector.toml"
+
+#: DiVA's own limits on rows per export.
+DEFAULT_EXPORT_ROW_CAP = 1_048_575
+MAX_EXPORT_ROW_CAP = 5_000_000
+
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Every setting of the connector, with its default.
+
+    Each field can be set in the TOML file under its own name, or in the
+    environment as `DIVA_` followed by the name in capitals.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIVA_", extra="forbid", validate_default=True
+    )
+
+    # Connection
+    base_url: str = Field(
+        PRODUCTION_BASE_URL, description="DiVA API root, up to and including /v2."
+    )
+    app_token: SecretStr | None = Field(
+        None, description="Application token, sent as the Basic auth user name."
+    )
+    access_token: SecretStr | None = Field(
+        None, description="Access token, sent as the Basic auth password."
+    )
+    program: str | None = Field(
+        None, description="Program short name; several may be comma-separated."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds to wait for a response to start."
+    )
+
+    # Extract
+    compress: Literal["gz", "zip"] = Field("gz", description="Export compression.")
+    max_count: int = Field(
+        DEFAULT_EXPORT_ROW_CAP,
+        ge=1,
+        le=MAX_EXPORT_ROW_CAP,
+        description="Row cap per export; a file holding exactly this many rows "
+        "is treated as truncated and its window split.",
+    )
+    retry_max_attempts: int = Field(
+        6, ge=1, description="Attempts per request, the first one included."
+    )
+    retry_max_wait_s: float = Field(
+        60.0, gt=0, description="Longest single wait between retries, in seconds."
+    )
+    retry_total_timeout_s: float = Field(
+        600.0, gt=0, description="Longest total time spent retrying one request."
+    )
+    poll_interval_s: float = Field(
+        2.0, gt=0, description="First wait between download polls, in seconds."
+    )
+    poll_max_interval_s: float = Field(
+        30.0, gt=0, description="Longest wait between download polls, in seconds."
+    )
+    poll_timeout_s: float = Field(
+        3600.0, gt=0, description="Give up on an export still pending after this."
+    )
+    max_reexports: int = Field(
+        2, ge=0, description="New exports allowed after a file expired (410)."
+    )
+    requests_per_5min: int = Field(
+        300, ge=1, description="Client-side request budget shared by a run."
+    )
+    work_dir: Path = Field(
+        Path(".diva-connector"),
+        description="Run directory for export tokens and downloaded files.",
+    )
+    keep_files: bool = Field(
+        False, description="Keep downloaded export files after a successful load."
+    )
+
+    # Transform
+    source_timezone: str = Field(
+        "UTC", description="Zone of DiVA's zone-less timestamps (IANA name)."
+    )
+    on_bad_rows: Literal["fail", "quarantine"] = Field(
+        "fail", description="fail: stop at the first bad value; quarantine: "
+        "set bad rows aside in a rejects file and table."
+    )
+    chunk_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of CSV parsed per batch; bounds memory use.",
+    )
+    max_uncompressed_bytes: int = Field(
+        50 * 1024**3,
+        ge=1,
+        description="Reject an export that inflates beyond this many bytes.",
+    )
+    max_expansion_ratio: float = Field(
+        1000.0, gt=1, description="Reject an export that inflates more than this."
+    )
+
+    # Load
+    parquet: str | None = Field(
+        None, description="Parquet destination: a folder or an fsspec URL."
+    )
+    warehouse: SecretStr | None = Field(
+        None, description="SQLAlchemy URL of the warehouse; may hold a password."
+    )
+    table: str | None = Field(None, description="Warehouse table name.")
+    write: Literal["upsert", "append", "replace"] = Field(
+        "upsert", description="How rows meet the existing table."
+    )
+    audit_table: str = Field("diva_loads", description="Warehouse table of loads.")
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as UTC or "
+                "America/New_York"
+            ) from err
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, config_file))
+        return tuple(sources)
+
+    def require_credentials(self) -> None:
+        """Check that the settings needed to call DiVA are present.
+
+        Raises:
+            ConfigError: A token or the program is missing; the message
+                names the environment variable to set.
+        """
+        missing = [
+            f"DIVA_{name.upper()}"
+            for name in ("app_token", "access_token", "program")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError(
+                f"Missing {', '.join(missing)}: set them in the environment or in "
+                "the config file (see config.example.toml).",
+                missing=missing,
+            )
+
+    def secrets(self) -> list[str]:
+        """Return every secret value held by these settings, for masking."""
+        values = []
+        for secret in (self.app_token, self.access_token, self.warehouse):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        if self.warehouse is not None:
+            password = _url_password(self.warehouse.get_secret_value())
+            if password:
+                values.append(password)
+        return values
+
+
+def _url_password(url: str) -> str | None:
+    match = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", url)
+    return match.group(1) if match else None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings from the TOML file, the environment and `overrides`.
+
+    Args:
+        config_file: TOML file to read; when None, `diva-connector.toml` in
+            the working directory is read if it exists.
+        **overrides: Values that win over every other source, such as
+            command-line flags. None values are ignored.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a value is invalid.
+    """
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} not found.", path=str(path))
+    else:
+        default = Path(DEFAULT_CONFIG_FILE)
+        path = default if default.is_file() else None
+
+    given = {name: value for name, value in overrides.items() if value is not None}
+    token = _config_file.set(path)
+    try:
+        return Settings(**given)
+    except ValidationError as err:
+        raise ConfigError(_describe_validation_error(err, path)) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"Cannot read config file {path}: {err}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def _describe_validation_error(err: ValidationError, path: Path | None) -> str:
+    lines = ["Invalid settings:"]
+    for problem in err.errors():
+        name = ".".join(str(part) for part in problem["loc"]) or "(settings)"
+        if problem["type"] == "extra_forbidden":
+            where = f" in {path}" if path else ""
+            lines.append(f"  {name}: unknown setting{where}; see config.example.toml.")
+            continue
+        # The input of a secret field is never echoed back.
+        shown = "" if name in _SECRET_FIELDS else f" (got {problem.get('input')!r})"
+        lines.append(
+            f"  {name}: {problem['msg']}{shown}; set it with DIVA_{name.upper()} "
+            "or in the config file."
+        )
+    return "\n".join(lines)
+
+
+_SECRET_FIELDS = {"app_token", "access_token", "warehouse"}
+
+
+def parse_date(value: str, name: str) -> date:
+    """Parse a `YYYY-MM-DD` command-line or config date.
+
+    Raises:
+        ConfigError: The value is not a valid date.
+    """
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Invalid {name} {value!r}: expected a date as YYYY-MM-DD."
+        ) from None

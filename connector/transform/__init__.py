@@ -1,0 +1,1 @@
+"""The transform stage: decompress an export and type every column with Arrow."""
