@@ -1,0 +1,307 @@
+"""The `diva-connector` command: thin faces over the pipeline.
+
+Exit codes: 0 success, 1 runtime failure (DiVA, data or sink), 2 bad usage
+or configuration (including refused credentials), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connector.errors import ConfigError, DivaError
+
+log = logging.getLogger(__name__)
+
+_SETTINGS_HELP = (
+    "Settings come from --config FILE (else ./diva-connector.toml), then DIVA_* "
+    "environment variables, then flags."
+)
+
+
+def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the connector's errors into a message on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DivaError as err:
+            log.debug("Command failed", exc_info=True)
+            click.echo(f"Error: {_mask(str(err))}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; committed loads are kept, nothing partial.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+_secrets: list[str] = []
+
+
+def _mask(text: str) -> str:
+    from connector.redaction import mask_secrets
+
+    return mask_secrets(text, _secrets)
+
+
+def _configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
+    from connector.redaction import SecretsFilter
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(SecretsFilter(_secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("connector").setLevel(level)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _load_settings(config: Path | None, **flags: Any) -> Any:
+    from connector.settings import load_settings
+
+    settings = load_settings(config, **flags)
+    _secrets[:] = settings.secrets()
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log details (DEBUG).")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Format of log lines on stderr.",
+)
+@click.version_option(package_name="diva-connector")
+def main(verbose: int, quiet: bool, log_format: str) -> None:
+    """Extract Marqeta DiVA exports, type every column, load Parquet or SQL.
+
+    \b
+    Example:
+      export DIVA_APP_TOKEN=... DIVA_ACCESS_TOKEN=... DIVA_PROGRAM=my_program
+      diva-connector run authorizations/detail --start 2024-03-01 \\
+          --end 2024-03-31 --parquet ./data
+    """
+    _configure_logging(verbose, quiet, log_format)
+
+
+_config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML settings file (default: ./diva-connector.toml when present).",
+)
+
+
+def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--parquet", metavar="DIR", help="Write Parquet files under DIR."),
+        click.option(
+            "--warehouse",
+            metavar="URL",
+            help="SQLAlchemy URL, e.g. postgresql://user@host/db or "
+            "sqlite:///warehouse.db.",
+        ),
+        click.option("--table", metavar="NAME", help="Warehouse table to upsert into."),
+        click.option(
+            "--write",
+            type=click.Choice(["upsert", "append", "replace"]),
+            help="How rows meet the table (default upsert).",
+        ),
+        click.option(
+            "--on-bad-rows",
+            type=click.Choice(["fail", "quarantine"]),
+            help="Stop at the first bad value, or set bad rows aside (default fail).",
+        ),
+        click.option(
+            "--source-timezone",
+            metavar="ZONE",
+            help="IANA zone of zone-less timestamps in the export (default UTC).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON summary."),
+        _config_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--start", required=True, metavar="YYYY-MM-DD", help="First day.")
+@click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last day (included).")
+@click.option("--compress", type=click.Choice(["gz", "zip"]), help="Export format.")
+@click.option("--max-count", type=int, help="Row cap per export (up to 5,000,000).")
+@_sink_options
+@_handle_errors
+def run(dataset: str, start: str, end: str, config: Path | None, as_json: bool,
+        **flags: Any) -> None:
+    """Export DATASET for a window from DiVA and load it into the sinks.
+
+    DATASET is view/aggregation; both dates are included.
+
+    \b
+    Example:
+      diva-connector run authorizations/detail --start 2024-03-01 \\
+          --end 2024-03-31 --warehouse postgresql://etl@db/warehouse \\
+          --table diva_authorizations
+    """
+    from connector.datasets import load_dataset
+    from connector.pipeline import run_window
+    from connector.settings import parse_date
+    from connector.windows import Window
+
+    settings = _load_settings(config, **flags)
+    window = _window(parse_date(start, "--start"), parse_date(end, "--end"))
+    summary = run_window(load_dataset(dataset), window, settings)
+    _print_summary(summary, as_json)
+
+
+def _window(start: Any, end: Any) -> Any:
+    from connector.windows import Window
+
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}; swap them.")
+    return Window(start, end)
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--dataset", required=True, help="view/aggregation the file belongs to.")
+@_sink_options
+@_handle_errors
+def load(file: Path, dataset: str, config: Path | None, as_json: bool,
+         **flags: Any) -> None:
+    """Type an export FILE already on disk and load it into the sinks.
+
+    \b
+    Example:
+      diva-connector load ./export.csv.gz --dataset authorizations/detail \\
+          --parquet ./data
+    """
+    from connector.datasets import load_dataset
+    from connector.pipeline import load_file
+
+    settings = _load_settings(config, **flags)
+    summary = load_file(file, load_dataset(dataset), settings)
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+        return
+    where = f" for {summary.window}" if summary.window else ""
+    files = "file" if summary.exports == 1 else "files"
+    click.echo(
+        f"{summary.dataset}{where}: {summary.rows_read:,} rows read from "
+        f"{summary.exports} export {files}."
+    )
+    if summary.rows_rejected:
+        click.echo(f"  {summary.rows_rejected:,} rows rejected (see the rejects output).")
+    for line in summary.drift:
+        click.echo(f"  schema drift: {line}")
+    for result in summary.sinks:
+        counts = ""
+        if result.rows_inserted is not None:
+            counts = f" ({result.rows_inserted:,} inserted, {result.rows_updated or 0:,} updated)"
+        click.echo(f"  {_mask(result.sink)}: {result.rows_written:,} rows written{counts}")
+    click.echo(f"Done in {summary.seconds:.1f} s.")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@click.option("--seed", default=1, show_default=True, help="Seed of the generated data.")
+@click.option("--rows-per-day", default=200, show_default=True, help="Rows per view and day.")
+@_handle_errors
+def sandbox(host: str, port: int, seed: int, rows_per_day: int) -> None:
+    """Serve a DiVA-compatible API with deterministic data, until Ctrl-C.
+
+    Credentials: app token sandbox-app, access token sandbox-secret,
+    program sandbox.
+
+    \b
+    Example:
+      diva-connector sandbox --port 8765 &
+      DIVA_BASE_URL=http://127.0.0.1:8765/data/v2 DIVA_APP_TOKEN=sandbox-app \\
+        DIVA_ACCESS_TOKEN=sandbox-secret DIVA_PROGRAM=sandbox \\
+        diva-connector run authorizations/detail --start 2024-03-01 \\
+        --end 2024-03-07 --parquet ./data
+    """
+    from connector.sandbox import run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"--host {host} is not a loopback address; the sandbox "
+                          "serves loopback only.")
+    run_server(host=host, port=port, seed=seed, rows_per_day=rows_per_day)
+
+
+@main.command()
+@click.option("--dir", "directory", default="diva-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the Parquet files and the SQLite database.")
+@click.option("--rows-per-day", default=200, show_default=True,
+              help="Authorizations per day served by the sandbox.")
+@_handle_errors
+def demo(directory: Path, rows_per_day: int) -> None:
+    """Load a month of sandbox authorizations into Parquet and SQLite.
+
+    Starts the sandbox on a free loopback port, runs authorizations/detail
+    for the last full calendar month, and checks the loaded rows against
+    what the sandbox served.
+
+    \b
+    Example:
+      diva-connector demo --dir ./diva-demo
+    """
+    from connector.demo import run_demo
+
+    run_demo(directory, rows_per_day=rows_per_day, echo=click.echo)
+
+
+@main.command("datasets")
+@_handle_errors
+def datasets_command() -> None:
+    """List the datasets with their key and date column.
+
+    \b
+    Example:
+      diva-connector datasets
+    """
+    from connector.datasets import list_datasets, load_dataset
+
+    for name in list_datasets():
+        dataset = load_dataset(name)
+        key = ", ".join(dataset.key) or "-"
+        click.echo(f"{name:<45} key: {key:<40} date: {dataset.date_column or '-'}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

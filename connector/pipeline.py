@@ -1,0 +1,436 @@
+"""One window through all three stages: export, type, load.
+
+The pipeline owns the decisions that span stages. The main one is
+truncation: DiVA cuts an export off at the row cap without any error, and
+only the transform stage can count records, so a file holding exactly the
+cap is detected here, its window split, and every part exported again,
+before anything is committed to a sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector.datasets import Dataset
+from connector.errors import ConfigError, TruncatedExportError
+from connector.load.base import BatchWriter, LoadResult
+from connector.settings import Settings
+from connector.windows import Window, split_window
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from connector.extract.client import DivaClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportPart:
+    """One downloaded export file and the window it covers."""
+
+    window: Window | None
+    path: Path
+    token: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did, for the command line's summary and for scripts.
+
+    Attributes:
+        dataset: The `view/aggregation` name.
+        window: The window loaded, or None for a file loaded by hand.
+        exports: Export files read (more than one when a window was split).
+        rows_read: Data records read from the export files.
+        rows_rejected: Records set aside in quarantine mode.
+        drift: Header differences from the schema, as readable lines.
+        sinks: One result per sink written.
+        seconds: Wall-clock time of the run.
+    """
+
+    dataset: str
+    window: Window | None
+    exports: int = 0
+    rows_read: int = 0
+    rows_rejected: int = 0
+    drift: list[str] = field(default_factory=list)
+    sinks: list[LoadResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the summary as plain JSON-ready values."""
+        return {
+            "dataset": self.dataset,
+            "window": self.window.to_filter() if self.window else None,
+            "exports": self.exports,
+            "rows_read": self.rows_read,
+            "rows_rejected": self.rows_rejected,
+            "drift": self.drift,
+            "sinks": [
+                {
+                    "sink": result.sink,
+                    "rows_written": result.rows_written,
+                    "rows_inserted": result.rows_inserted,
+                    "rows_updated": result.rows_updated,
+                    "rows_superseded": result.rows_superseded,
+                    "rows_rejected": result.rows_rejected,
+                }
+                for result in self.sinks
+            ],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _CapReached(Exception):
+    def __init__(self, part: ExportPart) -> None:
+        self.part = part
+
+
+def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
+    """Open one writer per sink named in the settings.
+
+    Raises:
+        ConfigError: No sink is configured, or a warehouse has no table.
+    """
+    writers: list[BatchWriter] = []
+    if settings.parquet:
+        from connector.load.parquet import open_parquet_writer
+
+        writers.append(open_parquet_writer(settings.parquet, dataset))
+
+    if settings.warehouse is not None:
+        if not settings.table:
+            raise ConfigError(
+                "A warehouse load needs a table: pass --table NAME or set DIVA_TABLE."
+            )
+        from connector.load.sql import open_warehouse_writer
+
+        try:
+            writers.append(
+                open_warehouse_writer(
+                    settings.warehouse.get_secret_value(),
+                    settings.table,
+                    dataset,
+                    mode=settings.write,
+                    audit_table=settings.audit_table,
+                )
+            )
+        except BaseException:
+            _abort_all(writers)
+            raise
+
+    if not writers:
+        raise ConfigError(
+            "No destination: pass --parquet DIR and/or --warehouse URL --table NAME "
+            "(or set them in the config file)."
+        )
+    return writers
+
+
+def load_parts(
+    parts: list[ExportPart],
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    window: Window | None,
+    max_count: int | None = None,
+    column_lookup: Callable[[str], dict | None] | None = None,
+) -> RunSummary:
+    """Type every part and load it into every sink in one commit.
+
+    Args:
+        parts: The export files that together cover `window`.
+        dataset: The dataset the files belong to.
+        settings: Transform and sink settings.
+        window: The window the parts cover, or None for files loaded by hand.
+        max_count: The row cap the exports were made with; a part holding
+            that many records raises `_CapReached` before any commit.
+        column_lookup: Returns DiVA's schema object for a column the schema
+            file does not know, or None.
+
+    Raises:
+        DataError: A file or value does not match the schema; nothing is
+            committed.
+        LoadError: A sink failed; every sink is left as it was.
+    """
+    from connector.transform import TransformOptions, read_export
+
+    options = TransformOptions.from_settings(settings)
+    summary = RunSummary(dataset.name, window, exports=len(parts))
+    readers = []
+    writers: list[BatchWriter] | None = None
+    try:
+        for part in parts:
+            reader = read_export(
+                part.path, dataset, options, column_lookup=column_lookup,
+                work_dir=settings.work_dir,
+            )
+            readers.append(reader)
+            if writers is None:
+                writers = open_writers(settings, reader.dataset)
+            _copy_batches(reader, writers)
+            _add_report(summary, reader.report)
+            if max_count is not None and reader.report.rows_read >= max_count:
+                raise _CapReached(part)
+            rejects = reader.rejects()
+            if rejects.num_rows:
+                for writer in writers:
+                    writer.write_rejects(rejects)
+
+        token = parts[0].token if len(parts) == 1 else None
+        summary.sinks = [writer.commit(window, token) for writer in writers]
+    except BaseException:
+        _abort_all(writers or [])
+        raise
+    finally:
+        for reader in readers:
+            reader.close()
+    return summary
+
+
+def _copy_batches(reader: Any, writers: list[BatchWriter]) -> None:
+    for batch in reader:
+        for writer in writers:
+            writer.write(batch)
+
+
+def _add_report(summary: RunSummary, report: Any) -> None:
+    summary.rows_read += report.rows_read
+    summary.rows_rejected += report.rows_rejected
+    for item in report.drift:
+        line = f"{item.kind}: {item.column}"
+        if item.detail:
+            line += f" ({item.detail})"
+        if line not in summary.drift:
+            summary.drift.append(line)
+
+
+def _abort_all(writers: list[BatchWriter]) -> None:
+    for writer in writers:
+        try:
+            writer.abort()
+        except Exception:
+            log.exception("Could not roll back a sink after a failed load.")
+
+
+def load_file(
+    path: str | Path, dataset: Dataset, settings: Settings
+) -> RunSummary:
+    """Type an export file already on disk and load it into the sinks.
+
+    Raises:
+        ConfigError: The file does not exist.
+        DataError: The file does not match the dataset's schema.
+        LoadError: A sink failed; every sink is left as it was.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Export file {path} not found.", path=str(path))
+
+    started = time.monotonic()
+    summary = load_parts([ExportPart(None, path)], dataset, settings, window=None)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def run_window(
+    dataset: Dataset,
+    window: Window,
+    settings: Settings,
+    *,
+    client: DivaClient | None = None,
+) -> RunSummary:
+    """Export one window from DiVA, type it and load it into the sinks.
+
+    A part whose file holds exactly the row cap is split and exported
+    again until every part is under the cap; only then are the sinks
+    committed.
+
+    Raises:
+        TruncatedExportError: A part cannot be split further and still
+            reaches the cap.
+        ExportError, ApiError: The export cycle failed.
+        DataError, LoadError: As for `load_parts`.
+    """
+    from connector.extract.rundir import RunDirectory
+
+    started = time.monotonic()
+    settings.require_credentials()
+    client = client or _make_client(settings)
+    run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
+    lookup = _column_lookup(client, dataset)
+
+    parts = [_export(client, dataset, window, settings, run_dir)]
+    while True:
+        try:
+            summary = load_parts(
+                parts, dataset, settings, window=window,
+                max_count=settings.max_count, column_lookup=lookup,
+            )
+            break
+        except _CapReached as reached:
+            parts = _split_part(parts, reached.part, client, dataset, settings, run_dir)
+
+    run_dir.close()
+    if not settings.keep_files:
+        _remove_files(parts)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _split_part(
+    parts: list[ExportPart],
+    full: ExportPart,
+    client: DivaClient,
+    dataset: Dataset,
+    settings: Settings,
+    run_dir: Any,
+) -> list[ExportPart]:
+    halves = split_window(full.window) if full.window is not None else None
+    if not halves or dataset.date_column is None:
+        raise TruncatedExportError(
+            f"The export of {dataset.name} for {full.window} holds "
+            f"{settings.max_count:,} rows, the row cap, so it is probably cut off, "
+            "and the window cannot be split further. Raise max_count (at most "
+            "5,000,000) or narrow the filter.",
+            dataset=dataset.name,
+            window=full.window,
+        )
+    log.warning(
+        "Export of %s for %s reached the row cap of %d rows; splitting it into %d "
+        "windows.",
+        dataset.name, full.window, settings.max_count, len(halves),
+    )
+    index = parts.index(full)
+    new_parts = [_export(client, dataset, half, settings, run_dir) for half in halves]
+    return parts[:index] + new_parts + parts[index + 1 :]
+
+
+def _export(
+    client: DivaClient,
+    dataset: Dataset,
+    window: Window,
+    settings: Settings,
+    run_dir: Any,
+) -> ExportPart:
+    from connector.extract.export import export_window
+
+    exported = export_window(
+        client,
+        dataset,
+        window,
+        run_dir,
+        compress=settings.compress,
+        max_count=settings.max_count,
+        poll_interval_s=settings.poll_interval_s,
+        poll_max_interval_s=settings.poll_max_interval_s,
+        poll_timeout_s=settings.poll_timeout_s,
+        max_reexports=settings.max_reexports,
+    )
+    return ExportPart(window, Path(exported.path), exported.token)
+
+
+def _make_client(settings: Settings) -> DivaClient:
+    from connector.extract.client import DivaClient
+
+    return DivaClient(settings)
+
+
+def _column_lookup(
+    client: DivaClient, dataset: Dataset
+) -> Callable[[str], dict | None]:
+    """Return a lookup of DiVA's schema objects, fetched once and only if needed."""
+    cache: dict[str, dict] | None = None
+
+    def lookup(name: str) -> dict | None:
+        nonlocal cache
+        if cache is None:
+            try:
+                cache = {obj["field"]: obj for obj in client.fetch_schema(dataset.name)}
+            except Exception as err:  # the lookup only refines a fallback type
+                log.warning(
+                    "Could not fetch the schema of %s from DiVA (%s); new columns "
+                    "are kept as strings.",
+                    dataset.name, err,
+                )
+                cache = {}
+        return cache.get(name)
+
+    return lookup
+
+
+def _run_key(dataset: Dataset, window: Window, settings: Settings) -> str:
+    text = "|".join(
+        [dataset.name, window.to_filter(), settings.program or "", settings.compress,
+         str(settings.max_count), settings.base_url]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _remove_files(parts: list[ExportPart]) -> None:
+    for part in parts:
+        try:
+            part.path.unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("Could not remove export file %s: %s", part.path, err)
+
+
+def iter_window_batches(
+    dataset: Dataset,
+    window: Window,
+    settings: Settings,
+    *,
+    client: DivaClient | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Export one window and yield its typed record batches.
+
+    Every export file is counted before its first batch is yielded, so a
+    file cut off at the row cap is split and exported again instead of
+    being passed on short.
+
+    Raises:
+        TruncatedExportError, ExportError, ApiError, DataError: As for
+            `run_window`.
+    """
+    from connector.extract.rundir import RunDirectory
+    from connector.transform import TransformOptions, count_records, read_export
+
+    settings.require_credentials()
+    client = client or _make_client(settings)
+    options = TransformOptions.from_settings(settings)
+    run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
+    lookup = _column_lookup(client, dataset)
+
+    pending = [window]
+    while pending:
+        part = _export(client, dataset, pending.pop(0), settings, run_dir)
+        if count_records(part.path, options) >= settings.max_count:
+            halves = split_window(part.window) if dataset.date_column else None
+            if not halves:
+                raise TruncatedExportError(
+                    f"The export of {dataset.name} for {part.window} reaches the row "
+                    f"cap of {settings.max_count:,} rows and cannot be split further. "
+                    "Raise max_count (at most 5,000,000) or narrow the filter.",
+                    dataset=dataset.name,
+                    window=part.window,
+                )
+            pending[:0] = halves
+            continue
+        with read_export(part.path, dataset, options, column_lookup=lookup) as reader:
+            yield from reader
+        if not settings.keep_files:
+            _remove_files([part])
+    run_dir.close()
+
+
+def clear_work_dir(settings: Settings) -> None:
+    """Remove the run directory and every file kept in it."""
+    shutil.rmtree(settings.work_dir, ignore_errors=True)
