@@ -1,0 +1,119 @@
+"""One window end to end through the real sandbox, and the row-cap split."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+import sqlalchemy
+
+import connector
+from connector.datasets import load_dataset
+from connector.errors import TruncatedExportError
+from connector.load.sql import normalize_url
+from connector.pipeline import run_window
+from connector.windows import Window
+
+DATASET = "authorizations/detail"
+WINDOW = Window(date(2024, 3, 1), date(2024, 3, 4))
+
+
+def sandbox_truth(sandbox, window=WINDOW):
+    rows = sandbox.expected_rows(DATASET, window.start, window.end)
+    return {
+        int(row["transaction_token"]): Decimal(row["transaction_amount"])
+        for row in rows
+    }
+
+
+def exports_made(sandbox):
+    return sum(
+        1 for entry in sandbox.requests if entry["path"].endswith("/csv")
+    )
+
+
+def test_row_cap_splits_window_until_parts_fit(sandbox, sandbox_settings, tmp_path):
+    sandbox.row_cap = 50
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=50)
+
+    summary = run_window(load_dataset(DATASET), WINDOW, settings)
+
+    truth = sandbox_truth(sandbox)
+    assert summary.rows_read == len(truth) == 120
+    assert summary.exports >= 4
+    table = connector.load_dataset(DATASET)
+    from connector.load.parquet import read_parquet_dataset
+
+    loaded = read_parquet_dataset(str(tmp_path / "lake"), table)
+    assert loaded.num_rows == 120
+    assert sorted(loaded.column("transaction_token").to_pylist()) == sorted(truth)
+
+
+def test_single_day_over_cap_splits_into_hours(sandbox, sandbox_settings, tmp_path):
+    sandbox.row_cap = 20
+    day = Window(date(2024, 3, 2), date(2024, 3, 2))
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=20)
+
+    summary = run_window(load_dataset(DATASET), day, settings)
+
+    assert summary.rows_read == 30
+    assert summary.exports > 2
+
+
+def test_unsplittable_capped_export_fails_and_loads_nothing(
+    sandbox, sandbox_settings, tmp_path
+):
+    dataset = load_dataset("transactiontoken")
+    sandbox.row_cap = 5
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=5)
+
+    with pytest.raises(TruncatedExportError, match="row cap") as caught:
+        run_window(dataset, WINDOW, settings)
+
+    assert "max_count" in str(caught.value)
+    assert not list((tmp_path / "lake").rglob("*.parquet"))
+
+
+def test_same_rows_in_every_warehouse(sandbox, sandbox_settings, warehouse_url,
+                                      table_name):
+    settings = sandbox_settings(warehouse=warehouse_url, table=table_name)
+
+    run_window(load_dataset(DATASET), WINDOW, settings)
+    run_window(load_dataset(DATASET), WINDOW, settings)
+
+    engine = sqlalchemy.create_engine(normalize_url(warehouse_url))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sqlalchemy.text(
+                    f"SELECT transaction_token, transaction_amount FROM {table_name}"
+                )
+            ).fetchall()
+            connection.execute(sqlalchemy.text(f"DROP TABLE {table_name}"))
+            connection.commit()
+    finally:
+        engine.dispose()
+    loaded = {int(key): Decimal(str(amount)) for key, amount in rows}
+    assert loaded == sandbox_truth(sandbox)
+
+
+def test_read_dataset_keeps_exact_types(sandbox):
+    frame = connector.read_dataset(
+        DATASET, "2024-03-01", "2024-03-02",
+        base_url=sandbox.base_url, app_token=sandbox.app_token,
+        access_token=sandbox.access_token, program=sandbox.program,
+        poll_interval_s=0.01,
+    )
+
+    assert len(frame) == 60
+    assert frame["transaction_amount"].dtype == pd.ArrowDtype(pa.decimal128(12, 2))
+    assert frame["transaction_token"].dtype == pd.ArrowDtype(pa.int64())
+    assert frame["transaction_timestamp"].dtype == pd.ArrowDtype(
+        pa.timestamp("us", tz="UTC")
+    )
+    truth = sandbox_truth(sandbox, Window(date(2024, 3, 1), date(2024, 3, 2)))
+    assert dict(zip(frame["transaction_token"], frame["transaction_amount"],
+                    strict=True)) == truth
