@@ -1,8 +1,9 @@
 """Refresh schema files from the column lists DiVA's schema endpoint returns.
 
 `diva-connector schemas pull` fetches `views/{view}/{aggregation}/schema` and
-passes the response here. The functions in this module send no HTTP requests.
-They compare the response with a schema file, rewrite the file and describe the change.
+passes the response here. The functions in this module send no HTTP requests:
+they compare the response with a schema file, rewrite the file and describe
+the change.
 
 A refreshed file keeps what DiVA does not publish (the view, aggregation, row
 key, window date column and our `nullable` flags) and takes DiVA's column
@@ -25,7 +26,7 @@ from connector.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
-#: Older DiVA responses spell some keys in camel case, which are stored in snake case.
+#: Snake-case names of the keys that older DiVA responses spell in camel case.
 _KEY_SPELLINGS = {"hasTotal": "has_total", "isFilterOnly": "is_filter_only"}
 
 #: Keys beside `type` that change how a column is typed (`TEXT`, `NUMBER`).
@@ -66,7 +67,7 @@ def diff_schema(current: dict[str, Any], api_columns: list[dict]) -> SchemaChang
         SchemaError: The response is not a list of objects with `field` and
             `type`, or lacks the file's key or date column.
     """
-    columns = _validate_answer(current, api_columns)
+    columns = _validate_response(current, api_columns)
     old = {c["field"]: c for c in current.get("columns", [])}
     new = {c["field"]: c for c in columns}
 
@@ -147,7 +148,7 @@ def describe_change(dataset_name: str, change: SchemaChange) -> str:
     return "\n".join(lines)
 
 
-def _validate_answer(current: dict[str, Any], api_columns: Any) -> list[dict]:
+def _validate_response(current: dict[str, Any], api_columns: Any) -> list[dict]:
     """Return DiVA's column list after checking its shape and coverage."""
     if not isinstance(api_columns, list):
         raise SchemaError(
