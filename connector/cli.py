@@ -153,42 +153,111 @@ def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
-@click.argument("dataset")
-@click.option("--start", required=True, metavar="YYYY-MM-DD", help="First day.")
-@click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last day (included).")
+@click.argument("dataset", required=False)
+@click.option("--all", "run_every", is_flag=True,
+              help="Run every dataset listed in the config file.")
+@click.option("--start", metavar="YYYY-MM-DD",
+              help="First day (default: the high-water mark less the lookback).")
+@click.option("--end", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
 @click.option("--compress", type=click.Choice(["gz", "zip"]), help="Export format.")
 @click.option("--max-count", type=int, help="Row cap per export (up to 5,000,000).")
+@click.option("--lookback-days", type=int,
+              help="Days before the high-water mark to read again (default 3).")
+@click.option("--fail-on-empty", is_flag=True, default=None,
+              help="Fail when zero rows arrive where earlier runs found some.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be exported and where it would go; do nothing.")
 @_sink_options
 @_handle_errors
-def run(dataset: str, start: str, end: str, config: Path | None, as_json: bool,
-        **flags: Any) -> None:
-    """Export DATASET for a window from DiVA and load it into the sinks.
+def run(dataset: str | None, run_every: bool, start: str | None, end: str | None,
+        dry_run: bool, config: Path | None, as_json: bool, **flags: Any) -> None:
+    """Export DATASET from DiVA and load it into the sinks.
 
-    DATASET is view/aggregation; both dates are included.
+    DATASET is view/aggregation. Without --start, the run continues from the
+    dataset's high-water mark (kept with its destination), reading the last
+    --lookback-days again; the first run needs --start or start_date. Both
+    dates are included.
 
     \b
-    Example:
+    Examples:
       diva-connector run authorizations/detail --start 2024-03-01 \\
           --end 2024-03-31 --warehouse postgresql://etl@db/warehouse \\
           --table diva_authorizations
+      diva-connector run --all --config diva-connector.toml
     """
-    from connector.datasets import load_dataset
-    from connector.pipeline import run_window
     from connector.settings import parse_date
-    from connector.windows import Window
 
     settings = _load_settings(config, **flags)
-    window = _window(parse_date(start, "--start"), parse_date(end, "--end"))
-    summary = run_window(load_dataset(dataset), window, settings)
+    first = parse_date(start, "--start") if start else None
+    last = parse_date(end, "--end") if end else None
+    if run_every == bool(dataset):
+        raise ConfigError("Name one DATASET or pass --all, not both or neither.")
+    if first and last and last < first:
+        raise ConfigError(f"--end {last} is before --start {first}; swap them.")
+
+    if run_every:
+        _run_every(settings, as_json)
+        return
+
+    from connector.datasets import load_dataset
+    from connector.incremental import run_incremental
+
+    resolved = load_dataset(dataset)
+    if dry_run:
+        _print_dry_run(resolved, settings, first, last)
+        return
+    summary = run_incremental(resolved, settings, start=first, end=last)
     _print_summary(summary, as_json)
 
 
-def _window(start: Any, end: Any) -> Any:
-    from connector.windows import Window
+def _run_every(settings: Any, as_json: bool) -> None:
+    from connector.incremental import run_all
 
-    if end < start:
-        raise ConfigError(f"--end {end} is before --start {start}; swap them.")
-    return Window(start, end)
+    outcomes = run_all(settings)
+    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    if as_json:
+        click.echo(json.dumps([
+            {"dataset": o.name, "ok": o.error is None,
+             "summary": o.summary.as_dict() if o.summary else None,
+             "error": _mask(str(o.error)) if o.error else None}
+            for o in outcomes
+        ], indent=2))
+    else:
+        for outcome in outcomes:
+            if outcome.summary is not None:
+                _print_summary(outcome.summary, False)
+            else:
+                click.echo(f"{outcome.name}: FAILED: {_mask(str(outcome.error))}")
+        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} datasets loaded.")
+    if failed:
+        sys.exit(1)
+
+
+def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
+    from urllib.parse import urlencode
+
+    from connector.incremental import incremental_window, today_utc
+    from connector.load.state import open_state_stores, read_state
+    from connector.redaction import mask_url
+
+    settings.require_credentials()
+    state = read_state(open_state_stores(settings), dataset)
+    window = incremental_window(state, settings, start=first, end=last,
+                                today=today_utc())
+    params = {"program": settings.program}
+    if dataset.date_column:
+        params[dataset.date_column] = window.to_filter()
+    if settings.compress == "zip":
+        params["compress"] = "zip"
+    params["max_count"] = settings.max_count
+    url = f"{settings.base_url}/{dataset.path}/csv?{urlencode(params, safe='.,:')}"
+    click.echo(f"Would export {dataset.name} for {window}:")
+    click.echo(f"  GET {_mask(mask_url(url))}")
+    if settings.parquet:
+        click.echo(f"  then write Parquet under {settings.parquet}")
+    if settings.warehouse is not None:
+        target = _mask(settings.warehouse.get_secret_value())
+        click.echo(f"  then {settings.write} into table {settings.table} at {target}")
 
 
 @main.command()
@@ -284,6 +353,121 @@ def demo(directory: Path, rows_per_day: int) -> None:
     from connector.demo import run_demo
 
     run_demo(directory, rows_per_day=rows_per_day, echo=click.echo)
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--start", required=True, metavar="YYYY-MM-DD", help="First day.")
+@click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last day (included).")
+@click.option("--window", "window_size", default="7d", show_default=True,
+              metavar="Nd", help="Days per export window, e.g. 7d or 1d.")
+@click.option("--workers", type=int, help="Windows exported at once (default 2).")
+@_sink_options
+@_handle_errors
+def backfill(dataset: str, start: str, end: str, window_size: str,
+             workers: int | None, config: Path | None, as_json: bool,
+             **flags: Any) -> None:
+    """Load a long range window by window, several exports at once.
+
+    Each window is loaded in its own transaction and checkpointed; run the
+    same command again after an interruption and it resumes where it
+    stopped.
+
+    \b
+    Example:
+      diva-connector backfill settlements/detail --start 2023-01-01 \\
+          --end 2023-12-31 --window 7d --workers 3 --parquet ./data
+    """
+    from connector.datasets import load_dataset
+    from connector.incremental import backfill as run_backfill
+    from connector.settings import parse_date
+
+    settings = _load_settings(config, workers=workers, **flags)
+    first, last = parse_date(start, "--start"), parse_date(end, "--end")
+    if last < first:
+        raise ConfigError(f"--end {last} is before --start {first}; swap them.")
+    days = _parse_days(window_size)
+    result = run_backfill(load_dataset(dataset), first, last, settings,
+                          window_days=days)
+    if as_json:
+        click.echo(json.dumps({
+            "dataset": result.dataset,
+            "windows_loaded": [s.as_dict() for s in result.loaded],
+            "windows_skipped": [w.to_filter() for w in result.skipped],
+            "rows_read": result.rows_read,
+        }, indent=2))
+        return
+    click.echo(
+        f"{result.dataset}: {len(result.loaded)} windows loaded, "
+        f"{len(result.skipped)} already done, {result.rows_read:,} rows read."
+    )
+
+
+def _parse_days(text: str) -> int:
+    value = text.strip().lower().removesuffix("d")
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"Invalid --window {text!r}: expected a number of days "
+                          "such as 7d.")
+    return int(value)
+
+
+@main.command()
+@click.option("--dataset", default="authorizations/detail", show_default=True,
+              help="Dataset to read one row of.")
+@_config_option
+@_handle_errors
+def check(dataset: str, config: Path | None) -> None:
+    """Check the credentials and program against DiVA.
+
+    \b
+    Example:
+      DIVA_APP_TOKEN=... DIVA_ACCESS_TOKEN=... DIVA_PROGRAM=my_program \\
+          diva-connector check
+    """
+    from connector.datasets import load_dataset
+    from connector.extract.client import DivaClient
+
+    settings = _load_settings(config)
+    settings.require_credentials()
+    resolved = load_dataset(dataset)
+    client = DivaClient(settings)
+    views = client.list_views()
+    click.echo(f"Credentials accepted by {settings.base_url}: {len(views)} views.")
+    client.get_json(resolved.path, {"count": 1})
+    click.echo(f"Program {settings.program} can read {resolved.name}.")
+
+
+@main.group()
+def schemas() -> None:
+    """Inspect and refresh the schema files of the datasets."""
+
+
+@schemas.command("pull")
+@click.argument("names", nargs=-1, metavar="[DATASET]...")
+@_config_option
+@_handle_errors
+def schemas_pull(names: tuple[str, ...], config: Path | None) -> None:
+    """Refresh schema files from DiVA's schema endpoint and print the changes.
+
+    Without DATASET, every dataset is refreshed.
+
+    \b
+    Example:
+      diva-connector schemas pull authorizations/detail settlements/detail
+    """
+    from connector.datasets import list_datasets, load_dataset, schemas_root
+    from connector.extract.client import DivaClient
+    from connector.schema_refresh import describe_change, refresh_schema_file
+
+    settings = _load_settings(config)
+    settings.require_credentials()
+    client = DivaClient(settings)
+    for name in names or list_datasets():
+        dataset = load_dataset(name)
+        path = schemas_root() / f"{dataset.name}.json"
+        change = refresh_schema_file(path, client.fetch_schema(dataset.name))
+        click.echo(describe_change(dataset.name, change))
+    load_dataset.cache_clear()
 
 
 @main.command("datasets")

@@ -109,3 +109,7 @@ class SchemaError(DataError):
 
 class LoadError(DivaError):
     """A sink could not store the rows; it was left as it was before the load."""
+
+
+class EmptyRunError(DivaError):
+    """A run found zero rows where earlier runs found some (`fail_on_empty`)."""

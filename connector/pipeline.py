@@ -14,6 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,12 +248,14 @@ def run_window(
     settings: Settings,
     *,
     client: DivaClient | None = None,
+    load_lock: AbstractContextManager | None = None,
 ) -> RunSummary:
     """Export one window from DiVA, type it and load it into the sinks.
 
     A part whose file holds exactly the row cap is split and exported
     again until every part is under the cap; only then are the sinks
-    committed.
+    committed. Concurrent callers pass a shared `load_lock`, so that
+    exports overlap while loads into the same sinks take turns.
 
     Raises:
         TruncatedExportError: A part cannot be split further and still
@@ -271,10 +274,11 @@ def run_window(
     parts = [_export(client, dataset, window, settings, run_dir)]
     while True:
         try:
-            summary = load_parts(
-                parts, dataset, settings, window=window,
-                max_count=settings.max_count, column_lookup=lookup,
-            )
+            with load_lock or nullcontext():
+                summary = load_parts(
+                    parts, dataset, settings, window=window,
+                    max_count=settings.max_count, column_lookup=lookup,
+                )
             break
         except _CapReached as reached:
             parts = _split_part(parts, reached.part, client, dataset, settings, run_dir)

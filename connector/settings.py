@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +38,23 @@ DEFAULT_CONFIG_FILE = "diva-connector.toml"
 #: DiVA's own limits on rows per export.
 DEFAULT_EXPORT_ROW_CAP = 1_048_575
 MAX_EXPORT_ROW_CAP = 5_000_000
+
+class DatasetJob(BaseModel):
+    """One entry of `[[datasets]]` in the config file, run by `run --all`.
+
+    Fields left out take the top-level settings' values.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parquet: str | None = None
+    warehouse: SecretStr | None = None
+    table: str | None = None
+    write: Literal["upsert", "append", "replace"] | None = None
+    start_date: date | None = None
+    lookback_days: int | None = Field(None, ge=0)
+
 
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
@@ -138,6 +162,29 @@ class Settings(BaseSettings):
         "upsert", description="How rows meet the existing table."
     )
     audit_table: str = Field("diva_loads", description="Warehouse table of loads.")
+    state_table: str = Field(
+        "diva_state", description="Warehouse table of each dataset's high-water mark."
+    )
+
+    # Incremental runs and backfills
+    start_date: date | None = Field(
+        None, description="First day of a dataset's first incremental run."
+    )
+    lookback_days: int = Field(
+        3, ge=0, description="Days before the high-water mark re-read by each "
+        "incremental run, since settlement and clearing rows change later.",
+    )
+    workers: int = Field(
+        2, ge=1, le=16, description="Windows exported at once by a backfill."
+    )
+    fail_on_empty: bool = Field(
+        False, description="Fail a run that finds zero rows where earlier runs "
+        "found some (it always warns).",
+    )
+    datasets: list[DatasetJob] = Field(
+        default_factory=list,
+        description="Datasets run by `run --all`, each with its own sinks.",
+    )
 
     @field_validator("source_timezone")
     @classmethod
@@ -192,14 +239,28 @@ class Settings(BaseSettings):
                 missing=missing,
             )
 
+    def for_job(self, job: DatasetJob) -> Settings:
+        """Return these settings with the values `job` sets in place."""
+        values = {
+            name: getattr(job, name)
+            for name in ("parquet", "warehouse", "table", "write", "start_date",
+                         "lookback_days")
+            if getattr(job, name) is not None
+        }
+        if "parquet" in values or "warehouse" in values:
+            values.setdefault("parquet", None)
+            values.setdefault("warehouse", None)
+        return self.model_copy(update=values)
+
     def secrets(self) -> list[str]:
         """Return every secret value held by these settings, for masking."""
         values = []
-        for secret in (self.app_token, self.access_token, self.warehouse):
+        warehouses = [job.warehouse for job in self.datasets]
+        for secret in (self.app_token, self.access_token, self.warehouse, *warehouses):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
-        if self.warehouse is not None:
-            password = _url_password(self.warehouse.get_secret_value())
+        for url in (self.warehouse, *warehouses):
+            password = _url_password(url.get_secret_value()) if url else None
             if password:
                 values.append(password)
         return values

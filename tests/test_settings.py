@@ -97,7 +97,11 @@ def test_secrets_hidden_from_repr_and_listed_for_masking():
 
 def test_example_config_documents_every_setting():
     text = (ROOT / "config.example.toml").read_text()
-    documented = set(re.findall(r"^# ?([a-z_0-9]+) =", text, flags=re.MULTILINE))
+    documented = set(re.findall(r"^# ([a-z_0-9]+) =", text, flags=re.MULTILINE))
+    documented |= set(re.findall(r"^# \[\[([a-z_]+)\]\]", text, flags=re.MULTILINE))
+    documented -= {"name", "table", "lookback_days", "parquet", "start_date"} - set(
+        Settings.model_fields
+    )
 
     assert documented == set(Settings.model_fields)
 
@@ -106,7 +110,7 @@ def test_example_config_values_are_valid(tmp_path):
     lines = (ROOT / "config.example.toml").read_text().splitlines()
     active = [
         line[2:] for line in lines
-        if re.match(r"^# [a-z_0-9]+ = ", line) and "..." not in line
+        if re.match(r"^# ([a-z_0-9]+ = |\[\[)", line) and "..." not in line
     ]
     config = tmp_path / "example.toml"
     config.write_text("\n".join(active) + "\n")
@@ -114,3 +118,6 @@ def test_example_config_values_are_valid(tmp_path):
     settings = load_settings(config)
 
     assert settings.table == "diva_authorizations"
+    assert [job.name for job in settings.datasets] == [
+        "authorizations/detail", "settlements/detail", "cards/detail"
+    ]
