@@ -266,7 +266,12 @@ class Dataset:
     def with_columns(self, columns: list[Column]) -> Dataset:
         """Return a copy of this dataset with another column list."""
         return Dataset(
-            self.view, self.aggregation, self.key, self.date_column, tuple(columns)
+            self.view,
+            self.aggregation,
+            self.key,
+            self.date_column,
+            tuple(columns),
+            self.unconfirmed_note,
         )
 
     @classmethod
@@ -290,6 +295,7 @@ class Dataset:
             key=tuple(data.get("key") or ()),
             date_column=data.get("date_column"),
             columns=columns,
+            unconfirmed_note=data.get("unconfirmed_note"),
         )
         names = set(dataset.column_names)
         if len(names) != len(columns):

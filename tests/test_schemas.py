@@ -233,11 +233,6 @@ def _glob_matches(relative: str, pattern: str) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml does not yet ship top-level schema files: "
-    "package-data for connector.schemas needs '*.json' for transactiontoken.json",
-)
 def test_package_data_ships_every_schema_file():
     globs = _package_data_globs()
 
