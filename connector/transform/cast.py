@@ -1,0 +1,254 @@
+"""Cast CSV text columns to the exact Arrow type of each dataset column.
+
+Every cast is vectorised with `pyarrow.compute` and raises `ValueProblem` when
+any value does not fit. Finding which values are bad is left to the error
+path (`find_bad_rows`), which bisects the column with the same cast so that
+the fast path and the error path can never disagree about a value.
+
+Accepted text, by kind:
+
+| kind | accepted | rejected |
+|---|---|---|
+| decimal | `12.00`, `-7.5`, `1e3` | more digits after the point than the scale (never rounded), more than the precision |
+| int16/32/64 | `42`, `-7` | `1.0`, out-of-range values |
+| bool | `true`/`false`, `t`/`f`, `1`/`0`, any case | anything else |
+| date | `YYYY-MM-DD`, also followed by a midnight time `00:00:00[.000][Z]` with a space or `T` | any other time of day |
+| timestamp | `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.ffffff]`, ISO 8601 with `T`, an optional fraction and `Z` or `+HH:MM` | more than 6 fraction digits |
+
+Empty cells arrive as nulls and stay nulls; a null in a column that is not
+nullable is a problem. Zone-less timestamps are read in `source_timezone`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from connector.datasets import Column
+from connector.transform.options import TransformOptions
+
+_TRUE_TEXT = pa.array(["true", "t", "1"])
+_FALSE_TEXT = pa.array(["false", "f", "0"])
+_MIDNIGHT_DATE = r"^\d{4}-\d{2}-\d{2}([T ]00:00(:00(\.0{1,9})?)?(Z|[+-]00:?00)?)?$"
+_ZONED_TIME = r"[T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+_UTC = pa.timestamp("us", tz="UTC")
+_NAIVE = pa.timestamp("us")
+
+
+class ValueProblem(Exception):
+    """A value, or some value of a column, does not fit the column's type."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def expected_type(column: Column) -> str:
+    """Describe a column's type for error messages, e.g. `numeric(18,2)`."""
+    arrow_type = column.type.arrow_type()
+    if column.type.kind == "string" and column.type.max_length is not None:
+        return f"{column.diva_type} ({arrow_type}, at most {column.type.max_length} characters)"
+    return f"{column.diva_type} ({arrow_type})"
+
+
+def cast_column(
+    values: pa.Array, column: Column, options: TransformOptions
+) -> pa.Array:
+    """Cast a string array to the column's Arrow type.
+
+    Raises:
+        ValueProblem: Some value does not fit; the reason names the first
+            problem found, not the row.
+    """
+    kind = column.type.kind
+    if kind == "string":
+        result = _check_length(values, column.type.max_length)
+    elif kind == "bool":
+        result = _cast_bool(values)
+    elif kind == "date":
+        result = _cast_date(values)
+    elif kind == "timestamp":
+        result = _cast_timestamp(values, options)
+    elif kind == "decimal":
+        result = _cast_arrow(values, column.type.arrow_type(), _decimal_reason(column))
+    else:
+        result = _cast_arrow(values, column.type.arrow_type(), _integer_reason(column))
+
+    if not column.nullable and result.null_count:
+        raise ValueProblem("the value is empty, but the column does not allow nulls")
+    return result
+
+
+def find_bad_rows(
+    values: pa.Array, column: Column, options: TransformOptions, start: int = 0
+) -> Iterator[tuple[int, str]]:
+    """Yield `(index, reason)` for each value that `cast_column` rejects.
+
+    The column is split in halves and only failing halves are searched, so
+    k bad values in n cost about k * log2(n) casts. Indexes count from
+    `start` and come in ascending order.
+    """
+    try:
+        cast_column(values, column, options)
+        return
+    except ValueProblem as problem:
+        if len(values) == 1:
+            yield start, problem.reason
+            return
+    middle = len(values) // 2
+    yield from find_bad_rows(values.slice(0, middle), column, options, start)
+    yield from find_bad_rows(values.slice(middle), column, options, start + middle)
+
+
+def _cast_arrow(values: pa.Array, target: pa.DataType, describe) -> pa.Array:
+    try:
+        return pc.cast(values, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise ValueProblem(describe(str(err))) from err
+
+
+def _decimal_reason(column: Column):
+    precision, scale = column.type.precision, column.type.scale
+
+    def describe(message: str) -> str:
+        if "Rescaling" in message:
+            return (
+                f"more than {scale} digits after the decimal point; values are "
+                "never rounded"
+            )
+        if "precision" in message:
+            return f"more than {precision} digits in total"
+        return "not a decimal number"
+
+    return describe
+
+
+def _integer_reason(column: Column):
+    def describe(message: str) -> str:
+        return f"not a whole number in the range of {column.type.kind}"
+
+    return describe
+
+
+def _check_length(values: pa.Array, max_length: int | None) -> pa.Array:
+    if max_length is None or values.null_count == len(values):
+        return values
+    longest = pc.max(pc.utf8_length(values)).as_py()
+    if longest is not None and longest > max_length:
+        raise ValueProblem(
+            f"too long: {longest} > {max_length} characters; values are never truncated"
+        )
+    return values
+
+
+def _cast_bool(values: pa.Array) -> pa.Array:
+    lowered = pc.utf8_lower(values)
+    is_true = pc.is_in(lowered, value_set=_TRUE_TEXT)
+    is_false = pc.is_in(lowered, value_set=_FALSE_TEXT)
+    known = pc.or_(pc.or_(is_true, is_false), pc.is_null(values))
+    if not pc.all(known).as_py():
+        raise ValueProblem("not a boolean; expected true/false, t/f or 1/0")
+    return pc.if_else(is_true, True, pc.if_else(is_false, False, None))
+
+
+def _cast_date(values: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(values, pa.date32())
+    except pa.ArrowInvalid:
+        pass
+    if not pc.all(pc.match_substring_regex(values, _MIDNIGHT_DATE)).as_py():
+        raise ValueProblem(
+            "not a date; expected YYYY-MM-DD, optionally followed by a midnight "
+            "time such as T00:00:00.000Z"
+        )
+    try:
+        return pc.cast(pc.utf8_slice_codeunits(values, 0, 10), pa.date32())
+    except pa.ArrowInvalid as err:
+        raise ValueProblem("not a calendar date") from err
+
+
+def _cast_timestamp(values: pa.Array, options: TransformOptions) -> pa.Array:
+    # Exports are usually all zone-less or all zoned, so one of the first two
+    # casts nearly always succeeds and the mixed case pays for a regex.
+    try:
+        naive = pc.cast(values, _NAIVE)
+    except pa.ArrowInvalid:
+        pass
+    else:
+        return _localize(naive, options)
+
+    try:
+        return pc.cast(values, _UTC)
+    except pa.ArrowInvalid:
+        pass
+
+    zoned = pc.match_substring_regex(values, _ZONED_TIME)
+    try:
+        aware = pc.cast(pc.if_else(zoned, values, None), _UTC)
+        naive = pc.cast(pc.if_else(zoned, None, values), _NAIVE)
+    except pa.ArrowInvalid as err:
+        raise ValueProblem(
+            "not a timestamp; expected YYYY-MM-DD, YYYY-MM-DD HH:MM:SS[.ffffff] "
+            "or ISO 8601 such as 2024-03-05T14:22:31.000Z"
+        ) from err
+    return pc.if_else(zoned, aware, _localize(naive, options))
+
+
+def _localize(naive: pa.Array, options: TransformOptions) -> pa.Array:
+    zone = options.source_timezone
+    if zone == "UTC":
+        return pc.cast(naive, _UTC)
+    policy = options.ambiguous_times
+    try:
+        local = pc.assume_timezone(
+            naive, timezone=zone, ambiguous=policy, nonexistent=policy
+        )
+    except pa.ArrowInvalid as err:
+        raise ValueProblem(_describe_zone_problem(str(err), zone)) from err
+    result = pc.cast(local, _UTC)
+    if policy != "raise":
+        result = _shift_nonexistent(naive, result, zone, policy)
+    return result
+
+
+def _shift_nonexistent(
+    naive: pa.Array, result: pa.Array, zone: str, policy: str
+) -> pa.Array:
+    # Arrow maps a time in a gap to the edge of the gap (01:59:59.999999 or
+    # 03:00), which loses the minutes. Read it instead with the offset in
+    # force before and after the gap and keep the earliest or latest of the
+    # two instants, as for ambiguous times. Such rows are rare, so this part
+    # is per row.
+    moved = pc.not_equal(
+        pc.local_timestamp(pc.cast(result, pa.timestamp("us", zone))), naive
+    )
+    positions = pc.indices_nonzero(pc.fill_null(moved, False)).to_pylist()
+    if not positions:
+        return result
+    tz = ZoneInfo(zone)
+    choose = min if policy == "earliest" else max
+    replacements = []
+    for position in positions:
+        local_time = naive[position].as_py()
+        candidates = [
+            local_time.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1)
+        ]
+        replacements.append(choose(candidates))
+    mask = pc.fill_null(moved, False)
+    return pc.replace_with_mask(result, mask, pa.array(replacements, _UTC))
+
+
+def _describe_zone_problem(message: str, zone: str) -> str:
+    if "ambiguous" in message:
+        return (
+            f"ambiguous local time in {zone}: it occurs twice when clocks go back; "
+            "set ambiguous_times to earliest or latest to choose one"
+        )
+    return (
+        f"local time does not exist in {zone}: clocks skip it when they go "
+        "forward; set ambiguous_times to earliest or latest to map it"
+    )

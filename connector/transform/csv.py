@@ -1,0 +1,292 @@
+"""Parse the CSV text of an export: header, streaming batches, record scans.
+
+DiVA's CSV layout is undocumented; the reader expects RFC 4180 records
+(comma-separated, `"` quoting with doubled quotes, CRLF or LF line ends,
+line breaks allowed inside quoted fields), a header of field names,
+optionally after a UTF-8 byte order mark, and empty cells for nulls.
+
+The fast path is pyarrow's streaming reader with every column read as a
+string, so that nothing is inferred. Line numbers are never tracked on the
+fast path: when an error needs one, `scan_records` parses the file again
+with Python's csv module, which counts physical lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from connector.errors import DataError
+from connector.transform.decompress import Payload, open_payload
+from connector.transform.options import TransformOptions
+
+log = logging.getLogger(__name__)
+
+_SNIFF_BYTES = 64 * 1024
+_BOM = codecs.BOM_UTF8
+#: Largest CSV block tried when records are longer than `chunk_bytes`.
+_MAX_BLOCK_BYTES = 1024**3
+
+
+@dataclass(frozen=True)
+class ScannedRecord:
+    """One CSV record found by `scan_records`.
+
+    Attributes:
+        index: 0-based position among the well-formed data records, as
+            pyarrow numbers them; None for a record whose field count
+            differs from the header's (pyarrow skips or rejects those).
+        line: 1-based physical line the record starts on (header is line 1).
+        text: The record as written in the file, without its line end.
+        fields: The parsed fields.
+    """
+
+    index: int | None
+    line: int
+    text: str
+    fields: list[str]
+
+
+def read_header(payload: Payload) -> list[str]:
+    """Read the header record from the start of `payload`.
+
+    The stream is read past the header, so open another payload for the rows.
+
+    Raises:
+        DataError: The payload is empty, binary, HTML, or not UTF-8.
+    """
+    path = payload.path
+    head = payload.stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+    _check_looks_like_csv(head, path)
+
+    text = io.TextIOWrapper(payload.stream, encoding="utf-8-sig", newline="")
+    try:
+        header = next(csv.reader(text))
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"The header of {path} is not valid UTF-8 ({err.reason} at byte "
+            f"{err.start}); DiVA exports are UTF-8.",
+            path=str(path),
+            line=1,
+        ) from err
+    except (StopIteration, csv.Error) as err:
+        raise DataError(
+            f"{path} has no readable CSV header: {err}", path=str(path), line=1
+        ) from err
+    finally:
+        text.detach()
+    return header
+
+
+def _check_looks_like_csv(head: bytes, path: Path) -> None:
+    if not head:
+        raise DataError(
+            f"{path} decompressed to 0 bytes with no header: the export is empty "
+            "or was cut short. Export the window again.",
+            path=str(path),
+        )
+    if b"\x00" in head:
+        raise DataError(
+            f"{path} is not a CSV file: it holds binary data (NUL bytes) after "
+            "decompression. Check that the download is a DiVA export.",
+            path=str(path),
+        )
+    start = head.removeprefix(_BOM).lstrip().lower()
+    if start.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        raise DataError(
+            f"{path} is an HTML or XML page, not a CSV export; the server "
+            "probably returned an error page. Check the URL and credentials.",
+            path=str(path),
+        )
+
+
+class TextBatchReader:
+    """Stream the data records of an export as batches of string columns.
+
+    pyarrow needs the header inside the first block and every record inside
+    at most two blocks. When a record is longer than `chunk_bytes`, the read
+    starts over with blocks four times larger and skips the rows already
+    yielded, so a long field costs one more pass instead of an error.
+
+    Attributes:
+        invalid_rows: Records skipped because their field count differs
+            from the header's (only when `skip_invalid_rows` is true).
+        bytes_read: Decompressed bytes read by the last pass.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        header: list[str],
+        options: TransformOptions,
+        *,
+        skip_invalid_rows: bool,
+        column_types: dict[str, pa.DataType] | None = None,
+    ) -> None:
+        self.path = path
+        self.header = header
+        self.options = options
+        self.skip_invalid_rows = skip_invalid_rows
+        self.column_types = column_types or {name: pa.string() for name in header}
+        self.invalid_rows = 0
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        block_bytes = self.options.chunk_bytes
+        yielded = 0
+        while True:
+            self.invalid_rows = 0
+            payload = open_payload(self.path, self.options)
+            try:
+                for batch in self._read_pass(payload, block_bytes, yielded):
+                    yielded += batch.num_rows
+                    yield batch
+                self.bytes_read = payload.bytes_read
+                return
+            except pa.ArrowInvalid as err:
+                if not _block_too_small(err) or block_bytes >= _MAX_BLOCK_BYTES:
+                    raise
+                block_bytes = min(block_bytes * 4, _MAX_BLOCK_BYTES)
+                log.warning(
+                    "A record of %s is longer than the CSV block; reading again with "
+                    "%d-byte blocks.",
+                    self.path,
+                    block_bytes,
+                )
+            finally:
+                payload.close()
+
+    def _read_pass(
+        self, payload: Payload, block_bytes: int, skip_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        reader = pacsv.open_csv(
+            payload.stream,
+            read_options=pacsv.ReadOptions(block_size=block_bytes, use_threads=True),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, invalid_row_handler=self._on_invalid_row
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=self.column_types,
+                include_columns=list(self.column_types),
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+        if reader.schema.names != list(self.column_types):
+            raise DataError(
+                f"The header of {self.path} parsed as {reader.schema.names} by "
+                f"pyarrow but as {self.header} by the csv module; it is malformed.",
+                path=str(self.path),
+                line=1,
+            )
+        seen = 0
+        for batch in reader:
+            start = max(skip_rows - seen, 0)
+            seen += batch.num_rows
+            if start < batch.num_rows:
+                yield batch.slice(start) if start else batch
+
+    def _on_invalid_row(self, row: pacsv.InvalidRow) -> str:
+        if not self.skip_invalid_rows:
+            return "error"
+        self.invalid_rows += 1
+        return "skip"
+
+
+def _block_too_small(err: pa.ArrowInvalid) -> bool:
+    message = str(err)
+    return "straddling" in message or "Empty CSV file or block" in message
+
+
+def scan_records(path: Path, options: TransformOptions) -> Iterator[ScannedRecord]:
+    """Parse `path` again with Python's csv module and yield its data records.
+
+    This is the slow path used to name lines in errors and to keep rejected
+    records whole. Bytes that are not UTF-8 are kept as surrogate escapes,
+    so `text` can be checked for them.
+    """
+    payload = open_payload(path, options)
+    csv.field_size_limit(max(csv.field_size_limit(), sys.maxsize >> 1))
+    try:
+        text = io.TextIOWrapper(
+            payload.stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
+        )
+        lines = _LineTap(text)
+        reader = csv.reader(lines)
+        header = next(reader, None)
+        if header is None:
+            return
+        width = len(header)
+        index = 0
+        while True:
+            start = lines.count + 1
+            lines.taken.clear()
+            fields = next(reader, None)
+            if fields is None:
+                return
+            if not fields:
+                continue
+            record = "".join(lines.taken).rstrip("\r\n")
+            if len(fields) == width:
+                yield ScannedRecord(index, start, record, fields)
+                index += 1
+            else:
+                yield ScannedRecord(None, start, record, fields)
+    finally:
+        payload.close()
+
+
+class _LineTap:
+    """Iterate over lines, keeping a count and the lines of the current record."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = iter(lines)
+        self.count = 0
+        self.taken: list[str] = []
+
+    def __iter__(self) -> _LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.count += 1
+        self.taken.append(line)
+        return line
+
+
+def count_records(path: Path, options: TransformOptions) -> int:
+    """Count the data records of an export, without typing any value.
+
+    Records, not lines, are counted: a quoted field may span lines. Records
+    with a wrong field count are counted too.
+
+    Raises:
+        DataError: The file is empty, not CSV, or fails the bomb guard.
+        DownloadError: The compressed stream is truncated or corrupt.
+    """
+    path = Path(path)
+    payload = open_payload(path, options)
+    try:
+        header = read_header(payload)
+    finally:
+        payload.close()
+
+    reader = TextBatchReader(
+        path,
+        header,
+        options,
+        skip_invalid_rows=True,
+        column_types={header[0]: pa.binary()},
+    )
+    total = sum(batch.num_rows for batch in reader)
+    return total + reader.invalid_rows
