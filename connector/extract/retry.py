@@ -1,0 +1,198 @@
+"""The one retry policy for every request to DiVA.
+
+Retried: 429 (after `Retry-After` when DiVA sends it), 5xx, connection
+errors, timeouts, bodies cut short, and downloads that fail their integrity
+check. Everything else (400, 401, 403, 404) is raised at once, because
+sending the same request again cannot change DiVA's answer. Retries are
+bounded twice: by a number of attempts and by the total time spent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+import requests
+
+from connector.errors import DivaError, DownloadError, TransientApiError
+from connector.extract.responses import RetryableResponseError, describe_subject
+from connector.redaction import mask_text, scrub_exception
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Errors worth another attempt. Anything else propagates at once.
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    RetryableResponseError,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    DownloadError,
+)
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded in attempts and total time.
+
+    The wait before attempt n+1 is `first_wait_s * 2**(n-1)` plus up to
+    `jitter_s` of random jitter, capped at `max_wait_s`, unless DiVA named a
+    wait in `Retry-After`: that wait is honoured as given, and one longer than
+    `max_wait_s` ends the call at once instead of sleeping for it.
+
+    Attributes:
+        max_attempts: Attempts per call, the first one included.
+        max_wait_s: Longest single wait between attempts, in seconds.
+        total_timeout_s: Longest time one call may take, waits included.
+        first_wait_s: Wait after the first failure, before jitter.
+        jitter_s: Largest random addition to a computed wait.
+        sleep: Waits the given seconds; tests pass a fake that only records.
+        clock: Returns monotonic seconds; tests pass a fake clock.
+        secrets: Values to mask in messages and chained exceptions.
+        rng: Source of the jitter; tests seed it.
+    """
+
+    max_attempts: int = 6
+    max_wait_s: float = 60.0
+    total_timeout_s: float = 600.0
+    first_wait_s: float = 1.0
+    jitter_s: float = 1.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    secrets: list[str] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        secrets: Iterable[str] = (),
+    ) -> RetryPolicy:
+        """Build the policy from the `retry_*` settings."""
+        return cls(
+            max_attempts=settings.retry_max_attempts,
+            max_wait_s=settings.retry_max_wait_s,
+            total_timeout_s=settings.retry_total_timeout_s,
+            sleep=sleep,
+            clock=clock,
+            secrets=list(secrets),
+        )
+
+    def call(
+        self, attempt: Callable[[], T], *, action: str, dataset: str | None = None
+    ) -> T:
+        """Run `attempt` until it succeeds or the policy gives up.
+
+        Args:
+            attempt: Makes one try; it raises one of `RETRYABLE_ERRORS` to
+                ask for another.
+            action: What is being done, for messages (`Export request`).
+            dataset: The `view/aggregation` concerned, when there is one.
+
+        Raises:
+            TransientApiError: The retries ran out, or DiVA asked for a wait
+                longer than `max_wait_s`.
+            DownloadError: A download stayed incomplete or corrupt through
+                every attempt.
+        """
+        started = self.clock()
+        for number in itertools.count(1):
+            try:
+                return attempt()
+            except RETRYABLE_ERRORS as err:
+                scrub_exception(err, self.secrets)
+                self._check_retry_after(err, action, dataset)
+                wait = self.next_wait(err, number)
+                elapsed = self.clock() - started
+                if number >= self.max_attempts or elapsed + wait > self.total_timeout_s:
+                    raise self._give_up(err, number, elapsed, action, dataset) from err
+
+                log.warning(
+                    "%s failed (%s); retrying in %.1f s (attempt %d of %d).",
+                    describe_subject(action, dataset),
+                    self._describe(err),
+                    wait,
+                    number + 1,
+                    self.max_attempts,
+                )
+                self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def next_wait(self, err: Exception, number: int) -> float:
+        """Return the seconds to wait after failed attempt `number` (from 1)."""
+        retry_after = getattr(err, "retry_after_s", None)
+        if retry_after is not None:
+            return retry_after
+
+        backoff = self.first_wait_s * 2 ** (number - 1)
+        return min(self.max_wait_s, backoff + self.jitter_s * self.rng.random())
+
+    def _check_retry_after(
+        self, err: Exception, action: str, dataset: str | None
+    ) -> None:
+        retry_after = getattr(err, "retry_after_s", None)
+        if retry_after is None or retry_after <= self.max_wait_s:
+            return
+        raise TransientApiError(
+            f"{describe_subject(action, dataset)} failed: DiVA answered "
+            f"{err.status} and asked to wait {retry_after:.0f} s before retrying, "
+            f"longer than retry_max_wait_s={self.max_wait_s:g}. Try again later, "
+            "or raise retry_max_wait_s to wait that long.",
+            status=err.status,
+            dataset=dataset,
+            code=getattr(err, "code", None),
+            retry_after_s=retry_after,
+        ) from err
+
+    def _give_up(
+        self,
+        err: Exception,
+        attempts: int,
+        elapsed: float,
+        action: str,
+        dataset: str | None,
+    ) -> DivaError:
+        summary = f"Gave up after {attempts} attempts in {elapsed:.0f} s."
+        if isinstance(err, DownloadError):
+            context = {k: v for k, v in vars(err).items() if k != "message"}
+            return DownloadError(f"{err.message} {summary}", **context)
+
+        log.error(
+            "%s failed: %s %s",
+            describe_subject(action, dataset),
+            self._describe(err),
+            summary,
+        )
+        return TransientApiError(
+            f"{describe_subject(action, dataset)} failed after {attempts} attempts "
+            f"in {elapsed:.0f} s: {self._describe(err)}. DiVA may be overloaded or "
+            "unreachable; try again later, or raise retry_max_attempts or "
+            "retry_total_timeout_s.",
+            status=getattr(err, "status", None),
+            dataset=dataset,
+            code=getattr(err, "code", None),
+            attempts=attempts,
+        )
+
+    def _describe(self, err: Exception) -> str:
+        if isinstance(err, RetryableResponseError):
+            return f"DiVA answered {err.status}: {err.detail}"
+        if isinstance(err, DivaError):
+            return err.message
+        text = mask_text(str(err), self.secrets)
+        if len(text) > 200:
+            text = text[:200] + "…"
+        return f"{type(err).__name__}: {text}"
