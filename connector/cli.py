@@ -241,7 +241,7 @@ def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
     from connector.redaction import mask_url
 
     settings.require_credentials()
-    state = read_state(open_state_stores(settings), dataset)
+    state = None if first else read_state(open_state_stores(settings), dataset)
     window = incremental_window(state, settings, start=first, end=last,
                                 today=today_utc())
     params = {"program": settings.program}

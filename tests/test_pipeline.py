@@ -31,12 +31,12 @@ def sandbox_truth(sandbox, window=WINDOW):
 
 def exports_made(sandbox):
     return sum(
-        1 for entry in sandbox.requests if entry["path"].endswith("/csv")
+        1 for entry in sandbox.requests if entry.path.endswith("/csv")
     )
 
 
 def test_row_cap_splits_window_until_parts_fit(sandbox, sandbox_settings, tmp_path):
-    sandbox.row_cap = 50
+    sandbox.faults.row_cap = 50
     settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=50)
 
     summary = run_window(load_dataset(DATASET), WINDOW, settings)
@@ -53,7 +53,7 @@ def test_row_cap_splits_window_until_parts_fit(sandbox, sandbox_settings, tmp_pa
 
 
 def test_single_day_over_cap_splits_into_hours(sandbox, sandbox_settings, tmp_path):
-    sandbox.row_cap = 20
+    sandbox.faults.row_cap = 20
     day = Window(date(2024, 3, 2), date(2024, 3, 2))
     settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=20)
 
@@ -67,7 +67,7 @@ def test_unsplittable_capped_export_fails_and_loads_nothing(
     sandbox, sandbox_settings, tmp_path
 ):
     dataset = load_dataset("transactiontoken")
-    sandbox.row_cap = 5
+    sandbox.faults.row_cap = 5
     settings = sandbox_settings(parquet=str(tmp_path / "lake"), max_count=5)
 
     with pytest.raises(TruncatedExportError, match="row cap") as caught:

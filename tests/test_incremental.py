@@ -1,0 +1,213 @@
+"""Incremental state, lookback, backfill resumption and run --all."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+
+from connector.cli import main
+from connector.datasets import load_dataset
+from connector.errors import ConfigError, EmptyRunError, TransientApiError
+from connector.incremental import backfill, backfill_windows, run_all, run_incremental
+from connector.load.parquet import read_parquet_dataset
+from connector.load.state import FileStateStore, SqlStateStore
+from connector.windows import Window
+
+DATASET = "authorizations/detail"
+
+
+def export_filters(sandbox):
+    """Return the date filters of the exports the sandbox received, in order."""
+    return [
+        entry.params["transaction_timestamp"]
+        for entry in sandbox.requests
+        if entry.path.endswith("/csv")
+    ]
+
+
+def test_first_run_needs_a_start(sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"))
+
+    with pytest.raises(ConfigError, match="--start"):
+        run_incremental(load_dataset(DATASET), settings, today=date(2024, 3, 10))
+
+
+def test_next_run_rereads_lookback_from_high_water(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), lookback_days=3)
+    dataset = load_dataset(DATASET)
+
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 5))
+    run_incremental(dataset, settings, today=date(2024, 3, 8))
+
+    assert export_filters(sandbox) == [
+        "2024-03-01..2024-03-05",
+        "2024-03-02..2024-03-08",
+    ]
+    state = FileStateStore(str(tmp_path / "lake")).get(dataset)
+    assert state.high_water == date(2024, 3, 8)
+    loaded = read_parquet_dataset(str(tmp_path / "lake"), dataset)
+    assert loaded.num_rows == 8 * 30
+
+
+def test_state_table_in_warehouse(sandbox, sandbox_settings, warehouse_url, table_name):
+    state_table = f"{table_name}_state"
+    settings = sandbox_settings(
+        warehouse=warehouse_url, table=table_name, state_table=state_table,
+        audit_table=f"{table_name}_audit",
+    )
+    dataset = load_dataset(DATASET)
+
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 2))
+
+    store = SqlStateStore(warehouse_url, state_table)
+    try:
+        state = store.get(dataset)
+        assert state.high_water == date(2024, 3, 2)
+        assert state.last_rows == 60
+    finally:
+        with store.engine.begin() as connection:
+            import sqlalchemy
+
+            for name in (table_name, state_table, f"{table_name}_audit",
+                         f"{table_name}_rejects"):
+                connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {name}"))
+        store.close()
+
+
+def test_zero_rows_after_full_runs_warns(sandbox, sandbox_settings, tmp_path, caplog):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"))
+    dataset = load_dataset(DATASET)
+    future = sandbox.today()
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 1))
+
+    with caplog.at_level(logging.WARNING, logger="connector"):
+        summary = run_incremental(dataset, settings, start=future, end=future)
+
+    assert summary.rows_read == 0
+    assert "zero rows" in caplog.text
+
+
+def test_fail_on_empty_raises(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), fail_on_empty=True)
+    dataset = load_dataset(DATASET)
+    future = sandbox.today()
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 1))
+
+    with pytest.raises(EmptyRunError, match="zero rows"):
+        run_incremental(dataset, settings, start=future, end=future)
+
+
+def test_backfill_windows_cover_range():
+    windows = backfill_windows(date(2024, 1, 1), date(2024, 1, 17), 7)
+
+    assert windows == [
+        Window(date(2024, 1, 1), date(2024, 1, 7)),
+        Window(date(2024, 1, 8), date(2024, 1, 14)),
+        Window(date(2024, 1, 15), date(2024, 1, 17)),
+    ]
+
+
+def test_backfill_resumes_after_failed_window(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), retry_max_attempts=1)
+    dataset = load_dataset(DATASET)
+    sandbox.faults.fail(503, route="export")
+
+    with pytest.raises(TransientApiError):
+        backfill(dataset, date(2024, 3, 1), date(2024, 3, 4), settings,
+                 window_days=1, workers=2)
+    exports_before = len(export_filters(sandbox))
+
+    result = backfill(dataset, date(2024, 3, 1), date(2024, 3, 4), settings,
+                      window_days=1, workers=2)
+
+    assert len(result.skipped) == 3
+    assert len(result.loaded) == 1
+    assert len(export_filters(sandbox)) == exports_before + 1
+    loaded = read_parquet_dataset(str(tmp_path / "lake"), dataset)
+    assert loaded.num_rows == 4 * 30
+    assert len(set(loaded.column("transaction_token").to_pylist())) == 4 * 30
+
+
+def test_backfill_workers_share_request_budget(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), requests_per_5min=1000)
+    dataset = load_dataset(DATASET)
+
+    result = backfill(dataset, date(2024, 3, 1), date(2024, 3, 8), settings,
+                      window_days=2, workers=3)
+
+    assert len(result.loaded) == 4
+    assert result.rows_read == 8 * 30
+    assert len(export_filters(sandbox)) == 4
+
+
+def test_run_all_reports_each_dataset(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(
+        parquet=str(tmp_path / "lake"),
+        start_date=date(2024, 3, 1),
+        datasets=[{"name": DATASET}, {"name": "nosuch/detail"},
+                  {"name": "settlements/detail"}],
+    )
+
+    outcomes = run_all(settings, today=date(2024, 3, 2))
+
+    assert [o.name for o in outcomes] == [DATASET, "nosuch/detail", "settlements/detail"]
+    assert outcomes[0].summary.rows_read == 60
+    assert outcomes[1].error is not None
+    assert outcomes[2].summary is not None
+
+
+def test_run_all_exit_code_and_json(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "diva-connector.toml"
+    config.write_text(
+        f'base_url = "{sandbox.base_url}"\n'
+        f'app_token = "{sandbox.app_token}"\n'
+        f'access_token = "{sandbox.access_token}"\n'
+        f'program = "{sandbox.program}"\n'
+        'poll_interval_s = 0.01\n'
+        f'work_dir = "{tmp_path / "work"}"\n'
+        f'parquet = "{tmp_path / "lake"}"\n'
+        'start_date = 2024-03-01\n'
+        '[[datasets]]\nname = "authorizations/detail"\n'
+        '[[datasets]]\nname = "nosuch/detail"\n'
+    )
+
+    result = CliRunner().invoke(main, ["run", "--all", "--json", "--end", "2024-03-01"])
+
+    assert result.exit_code == 1
+    outcomes = json.loads(result.stdout)
+    assert outcomes[0]["ok"] is True
+    assert outcomes[1]["ok"] is False
+    assert "nosuch/detail" in outcomes[1]["error"]
+
+
+def test_dry_run_masks_secrets_and_exports_nothing(sandbox, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIVA_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("DIVA_APP_TOKEN", sandbox.app_token)
+    monkeypatch.setenv("DIVA_ACCESS_TOKEN", sandbox.access_token)
+    monkeypatch.setenv("DIVA_PROGRAM", sandbox.program)
+    warehouse = "postgresql://etl:hunter2-pass@127.0.0.1/warehouse"
+
+    result = CliRunner().invoke(
+        main,
+        ["run", DATASET, "--start", "2024-03-01", "--end", "2024-03-02", "--dry-run",
+         "--parquet", str(tmp_path / "lake")],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "transaction_timestamp=2024-03-01..2024-03-02" in result.output
+    assert sandbox.access_token not in result.output
+    assert export_filters(sandbox) == []
+
+    result = CliRunner().invoke(
+        main,
+        ["run", DATASET, "--start", "2024-03-01", "--end", "2024-03-02", "--dry-run",
+         "--warehouse", warehouse, "--table", "t"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "upsert into table t" in result.output
+    assert "hunter2-pass" not in result.output
