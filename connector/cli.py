@@ -256,7 +256,7 @@ def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
     if settings.parquet:
         click.echo(f"  then write Parquet under {settings.parquet}")
     if settings.warehouse is not None:
-        target = _mask(settings.warehouse.get_secret_value())
+        target = _mask(mask_url(settings.warehouse.get_secret_value()))
         click.echo(f"  then {settings.write} into table {settings.table} at {target}")
 
 

@@ -253,13 +253,17 @@ class Settings(BaseSettings):
         return self.model_copy(update=values)
 
     def secrets(self) -> list[str]:
-        """Return every secret value held by these settings, for masking."""
-        values = []
-        warehouses = [job.warehouse for job in self.datasets]
-        for secret in (self.app_token, self.access_token, self.warehouse, *warehouses):
-            if secret is not None and secret.get_secret_value():
-                values.append(secret.get_secret_value())
-        for url in (self.warehouse, *warehouses):
+        """Return every secret value held by these settings, for masking.
+
+        Of a warehouse URL only the password is secret, so that logs can
+        still say which database a load went to.
+        """
+        values = [
+            secret.get_secret_value()
+            for secret in (self.app_token, self.access_token)
+            if secret is not None and secret.get_secret_value()
+        ]
+        for url in (self.warehouse, *(job.warehouse for job in self.datasets)):
             password = _url_password(url.get_secret_value()) if url else None
             if password:
                 values.append(password)
