@@ -193,7 +193,9 @@ def _is_junk_member(info: zipfile.ZipInfo) -> bool:
 def _pick_csv_member(infos: list[zipfile.ZipInfo], path: Path) -> zipfile.ZipInfo:
     candidates = [info for info in infos if not _is_junk_member(info)]
     csv_members = [
-        info for info in candidates if ".csv" in PurePosixPath(info.filename).suffixes
+        info
+        for info in candidates
+        if ".csv" in PurePosixPath(info.filename.lower()).suffixes
     ]
     if len(csv_members) == 1:
         return csv_members[0]
