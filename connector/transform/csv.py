@@ -68,23 +68,35 @@ def read_header(payload: Payload) -> list[str]:
     head = payload.stream.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
     _check_looks_like_csv(head, path)
 
-    text = io.TextIOWrapper(payload.stream, encoding="utf-8-sig", newline="")
+    # Undecodable bytes are escaped rather than raised here, because the
+    # wrapper decodes ahead of the header and may meet a bad byte in a row.
+    text = io.TextIOWrapper(
+        payload.stream, encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
     try:
         header = next(csv.reader(text))
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"The header of {path} is not valid UTF-8 ({err.reason} at byte "
-            f"{err.start}); DiVA exports are UTF-8.",
-            path=str(path),
-            line=1,
-        ) from err
     except (StopIteration, csv.Error) as err:
         raise DataError(
             f"{path} has no readable CSV header: {err}", path=str(path), line=1
         ) from err
     finally:
         text.detach()
+
+    if any(has_bad_utf8(name) for name in header):
+        raise DataError(
+            f"The header of {path} is not valid UTF-8; DiVA exports are UTF-8.",
+            path=str(path),
+            line=1,
+            value=",".join(header)
+            .encode("utf-8", "surrogateescape")
+            .decode("utf-8", "replace"),
+        )
     return header
+
+
+def has_bad_utf8(text: str) -> bool:
+    """Tell whether `text`, decoded with `surrogateescape`, held invalid UTF-8."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
 
 
 def _check_looks_like_csv(head: bytes, path: Path) -> None:

@@ -21,6 +21,7 @@ from connector.transform.cast import (
 from connector.transform.csv import (
     ScannedRecord,
     TextBatchReader,
+    has_bad_utf8,
     read_header,
     scan_records,
 )
@@ -295,7 +296,7 @@ class ExportReader:
     def _parse_error(self, err: pa.ArrowInvalid) -> DataError:
         message = str(err)
         if "UTF8" in message or "UTF-8" in message:
-            record = _first(self._scan(), lambda r: _has_bad_utf8(r.text))
+            record = _first(self._scan(), lambda r: has_bad_utf8(r.text))
             problem = "holds bytes that are not valid UTF-8; DiVA exports are UTF-8"
         elif "columns" in message:
             record = _first(self._scan(), lambda r: r.index is None)
@@ -355,10 +356,6 @@ def _first(records: Iterator[ScannedRecord], test) -> ScannedRecord | None:
         if test(record):
             return record
     return None
-
-
-def _has_bad_utf8(text: str) -> bool:
-    return any("\udc80" <= char <= "\udcff" for char in text)
 
 
 def _shorten(value: str | None) -> str | None:

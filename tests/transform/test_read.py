@@ -1,0 +1,272 @@
+"""Reading exports: error context, quarantine, encoding, record structure."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from connector.datasets import rejects_schema
+from connector.errors import DataError
+from connector.settings import Settings
+from connector.transform import TransformOptions, count_records, read_export
+
+from .conftest import CASE_HEADER, case_row, read_rows, write_csv
+
+BAD_AMOUNTS = (
+    "\r\n".join(
+        [
+            CASE_HEADER,
+            case_row("a", amount="1.00"),
+            case_row("b", amount="1.001"),
+            case_row("c", merchant_name='"Two\r\nLines"'),
+            case_row("d", amount="x", currency_code="EURO"),
+            case_row("e", amount="5.00"),
+        ]
+    )
+    + "\r\n"
+)
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 300, 1 << 20])
+def test_value_error_names_line_column_value(tmp_path, cases_dataset, chunk_bytes):
+    path = write_csv(tmp_path, BAD_AMOUNTS)
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset, chunk_bytes=chunk_bytes)
+
+    error = info.value
+    assert error.path == str(path)
+    assert error.line == 3
+    assert error.column == "amount"
+    assert error.value == "1.001"
+    assert "numeric(18,2)" in str(error)
+    assert "decimal point" in str(error)
+
+
+def test_line_counts_multiline_record_by_first_line(tmp_path, cases_dataset):
+    text = BAD_AMOUNTS.replace(case_row("b", amount="1.001"), case_row("b"))
+    path = write_csv(tmp_path, text, "export.csv.gz")
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 6
+    assert info.value.column == "amount"
+    assert info.value.value == "x"
+
+
+def test_quarantine_keeps_bad_rows_whole(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, BAD_AMOUNTS)
+
+    rows, reader = read_rows(
+        path, cases_dataset, on_bad_rows="quarantine", chunk_bytes=64
+    )
+    rejects = reader.rejects()
+
+    assert [row["token"] for row in rows] == ["a", "c", "e"]
+    assert rows[1]["merchant_name"] == "Two\r\nLines"
+    assert rejects.schema == rejects_schema()
+    assert rejects.to_pylist() == [
+        {
+            "file": str(path),
+            "line": 3,
+            "column": "amount",
+            "reason": "more than 2 digits after the decimal point; values are never rounded",
+            "record": case_row("b", amount="1.001"),
+        },
+        {
+            "file": str(path),
+            "line": 6,
+            "column": "amount",
+            "reason": "not a decimal number",
+            "record": case_row("d", amount="x", currency_code="EURO"),
+        },
+    ]
+    assert reader.report.rows_read == 5
+    assert reader.report.rows_rejected == 2
+    assert reader.report.rows_loaded == 3
+
+
+def test_quarantine_without_bad_rows_has_empty_rejects(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"{CASE_HEADER}\n{case_row('a')}\n")
+
+    rows, reader = read_rows(path, cases_dataset, on_bad_rows="quarantine")
+
+    assert len(rows) == 1
+    assert reader.rejects().num_rows == 0
+    assert reader.rejects().schema == rejects_schema()
+
+
+def test_wrong_field_count_raises_with_line(tmp_path, cases_dataset):
+    text = f"{CASE_HEADER}\n{case_row('a')}\n{case_row('b')},extra\n{case_row('c')}\n"
+    path = write_csv(tmp_path, text)
+
+    with pytest.raises(DataError, match="different number of fields") as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 3
+
+
+def test_wrong_field_count_quarantined(tmp_path, cases_dataset):
+    text = (
+        f"{CASE_HEADER}\n{case_row('a')}\n{case_row('b')},extra\n"
+        f"{case_row('c', amount='z')}\nshort,row\n{case_row('d')}\n"
+    )
+    path = write_csv(tmp_path, text)
+
+    rows, reader = read_rows(path, cases_dataset, on_bad_rows="quarantine")
+    rejects = reader.rejects().to_pylist()
+
+    assert [row["token"] for row in rows] == ["a", "d"]
+    assert [(r["line"], r["column"]) for r in rejects] == [
+        (3, None),
+        (4, "amount"),
+        (5, None),
+    ]
+    assert rejects[0]["reason"] == "12 fields, the header has 11"
+    assert rejects[2]["record"] == "short,row"
+    assert reader.report.rows_read == 5
+    assert reader.report.rows_rejected == 3
+
+
+def test_invalid_utf8_raises_with_line(tmp_path, cases_dataset):
+    data = (
+        f"{CASE_HEADER}\n{case_row('a')}\n".encode()
+        + case_row("b", merchant_name="Caf\udce9").encode("utf-8", "surrogateescape")
+        + b"\n"
+    )
+    path = write_csv(tmp_path, data)
+
+    with pytest.raises(DataError, match="not valid UTF-8") as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 3
+
+
+def test_invalid_utf8_in_header_raises(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, b"tok\xffen,amount\n1,2\n")
+
+    with pytest.raises(DataError, match="not valid UTF-8") as info:
+        read_export(path, cases_dataset, TransformOptions())
+
+    assert info.value.line == 1
+
+
+def test_utf8_text_kept_exactly(tmp_path, cases_dataset):
+    names = ["Café Zürich", "Łódź Kebab", "東京ラーメン"]
+    rows_text = [case_row(str(i), merchant_name=name) for i, name in enumerate(names)]
+    path = write_csv(tmp_path, "\n".join([CASE_HEADER, *rows_text]) + "\n")
+
+    rows, _ = read_rows(path, cases_dataset)
+
+    assert [row["merchant_name"] for row in rows] == names
+
+
+def test_empty_cell_and_quoted_empty_are_null(tmp_path, cases_dataset):
+    text = f"{CASE_HEADER}\n{case_row('a', mcc='', merchant_name=chr(34) * 2)}\n"
+    path = write_csv(tmp_path, text)
+
+    rows, _ = read_rows(path, cases_dataset)
+
+    assert rows[0]["mcc"] is None
+    assert rows[0]["merchant_name"] is None
+
+
+def test_null_in_required_column_raises(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"{CASE_HEADER}\n{case_row('a', amount='')}\n")
+
+    with pytest.raises(DataError, match="does not allow nulls") as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 2
+    assert info.value.column == "amount"
+
+
+def test_very_long_field_read_whole(tmp_path, cases_dataset):
+    memo = "m" * 300_000
+    header = CASE_HEADER + ",memo"
+    path = write_csv(tmp_path, f"{header}\n{case_row('a')},{memo}\n{case_row('b')},\n")
+
+    rows, reader = read_rows(path, cases_dataset, chunk_bytes=64 * 1024)
+
+    assert [len(row["memo"] or "") for row in rows] == [300_000, 0]
+    assert reader.report.rows_read == 2
+
+
+def test_count_records_counts_records_not_lines(tmp_path):
+    text = f"{CASE_HEADER}\r\n{case_row('a', merchant_name=chr(34) + 'x' + chr(10) + 'y' + chr(34))}\r\n\r\n{case_row('b')}\r\n"
+    path = write_csv(tmp_path, text, "e.csv.gz")
+
+    assert count_records(path, TransformOptions(chunk_bytes=50)) == 2
+
+
+def test_count_records_header_only(tmp_path):
+    path = write_csv(tmp_path, CASE_HEADER + "\n", "e.csv.gz")
+
+    assert count_records(path, TransformOptions()) == 0
+
+
+def test_batches_share_one_schema_across_chunks(tmp_path, cases_dataset):
+    lines = [case_row(str(i), amount=f"{i}.50") for i in range(2000)]
+    path = write_csv(tmp_path, "\n".join([CASE_HEADER, *lines]) + "\n")
+
+    with read_export(path, cases_dataset, TransformOptions(chunk_bytes=4096)) as reader:
+        batches = list(reader)
+
+    assert len(batches) > 10
+    assert {batch.schema for batch in batches} == {cases_dataset.arrow_schema()}
+    table = pa.Table.from_batches(batches)
+    assert table.column("amount").to_pylist()[-1] == Decimal("1999.50")
+    assert reader.report.batches == len(batches)
+
+
+def test_reader_iterates_only_once(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"{CASE_HEADER}\n{case_row('a')}\n")
+    reader = read_export(path, cases_dataset, TransformOptions())
+    list(reader)
+
+    with pytest.raises(RuntimeError, match="only once"):
+        iter(reader)
+
+
+def test_close_ends_unfinished_iteration(tmp_path, cases_dataset):
+    lines = [case_row(str(i)) for i in range(500)]
+    path = write_csv(tmp_path, "\n".join([CASE_HEADER, *lines]) + "\n")
+    reader = read_export(path, cases_dataset, TransformOptions(chunk_bytes=2048))
+    iterator = iter(reader)
+    next(iterator)
+
+    reader.close()
+
+    assert list(iterator) == []
+
+
+def test_options_from_settings_copies_transform_fields():
+    settings = Settings(
+        source_timezone="America/New_York",
+        on_bad_rows="quarantine",
+        chunk_bytes=128 * 1024,
+        max_uncompressed_bytes=10,
+        max_expansion_ratio=5.0,
+    )
+
+    options = TransformOptions.from_settings(settings)
+
+    assert options == TransformOptions(
+        source_timezone="America/New_York",
+        on_bad_rows="quarantine",
+        chunk_bytes=128 * 1024,
+        max_uncompressed_bytes=10,
+        max_expansion_ratio=5.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("on_bad_rows", "skip"), ("ambiguous_times", "shift"), ("chunk_bytes", 0)],
+)
+def test_options_reject_invalid_values(field, value):
+    with pytest.raises(ValueError, match=field):
+        TransformOptions(**{field: value})
