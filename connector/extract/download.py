@@ -1,7 +1,7 @@
 """Streaming of an export download to disk, with resume and length checks.
 
-The body is written as `requests` delivers it: transfer encoding (chunked)
-and any `Content-Encoding` are undone by the HTTP layer, nothing else is.
+The body is written as the HTTP layer delivers it: transfer encoding
+(chunked) and any `Content-Encoding` are undone there, nothing else is.
 Whether the file is gzip, zip or plain CSV is decided later from its magic
 bytes. Bytes go to `<name>.part` first and are renamed to the final name
 only after the whole file passed its integrity check.
@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 from connector.errors import DownloadError
 
@@ -108,11 +110,39 @@ def write_response(
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     download.resumable = encoding in ("", "identity")
     with open(download.part, "ab" if append else "wb") as file:
-        for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+        for chunk in iter_body(response):
             file.write(chunk)
 
     _check_length(response, download)
     return download.part.stat().st_size
+
+
+def iter_body(response: requests.Response) -> Iterator[bytes]:
+    """Yield a streamed body in chunks of at most `DOWNLOAD_CHUNK_BYTES`.
+
+    Content-Encoding is undone as `iter_content` would, but each chunk is
+    yielded as soon as it arrives. `iter_content` waits to fill a whole
+    chunk, so when the connection breaks mid-chunk the bytes already
+    received are lost and a resumed download would fetch them again.
+    urllib3's errors are mapped to the same `requests` exceptions that
+    `iter_content` raises.
+    """
+    raw = response.raw
+    if not hasattr(raw, "read1"):
+        yield from response.iter_content(DOWNLOAD_CHUNK_BYTES)
+        return
+
+    try:
+        while chunk := raw.read1(DOWNLOAD_CHUNK_BYTES, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ProtocolError as err:
+        raise requests.exceptions.ChunkedEncodingError(err) from err
+    except urllib3.exceptions.DecodeError as err:
+        raise requests.exceptions.ContentDecodingError(err) from err
+    except urllib3.exceptions.ReadTimeoutError as err:
+        raise requests.exceptions.ConnectionError(err) from err
+    except urllib3.exceptions.SSLError as err:
+        raise requests.exceptions.SSLError(err) from err
 
 
 def _check_content_range(

@@ -89,7 +89,9 @@ class ReplayServer:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @classmethod
     def from_case(cls, case_file: str, scenario: str, **options: Any) -> ReplayServer:
@@ -221,7 +223,10 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
             else:
                 headers.setdefault("Content-Length", str(len(body)))
 
-            self.send_response(status)
+            # send_response would add a second Date header beside the case's.
+            self.send_response_only(status)
+            if "Date" not in headers:
+                headers["Date"] = self.date_time_string()
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()
