@@ -261,7 +261,8 @@ def date_window(
     """Return the first and last day that rows must be made for.
 
     Without a filter on the date column the window is the last
-    `DEFAULT_WINDOW_DAYS` days before `today`. No day after `today` holds rows.
+    `DEFAULT_WINDOW_DAYS` days before `today`. Only days before `today` hold
+    rows, as DiVA's data lags behind the current day.
     """
     if spec.date_column is None:
         return None, None
@@ -282,7 +283,8 @@ def date_window(
 
     if first is None and last is None:
         return today - timedelta(days=DEFAULT_WINDOW_DAYS), today - timedelta(days=1)
-    last = min(last or today, today)
+    yesterday = today - timedelta(days=1)
+    last = min(last or yesterday, yesterday)
     first = first or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
     return first, last
 

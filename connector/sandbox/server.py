@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import ThreadingHTTPServer
 from threading import Lock, Thread
 from typing import Any, Self
@@ -151,8 +151,12 @@ class Sandbox:
         self._server = _Server((self.host, self.port), DivaRequestHandler)
         self._server.sandbox = self
         self.port = self._server.server_address[1]
+        # A short poll interval makes `stop` quick, which keeps tests fast.
         self._thread = Thread(
-            target=self._server.serve_forever, name="diva-sandbox", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="diva-sandbox",
+            daemon=True,
         )
         self._thread.start()
         log.info("Sandbox serving at %s", self.base_url)
@@ -174,7 +178,7 @@ class Sandbox:
         self.stop()
 
     def today(self) -> date:
-        """Return the day the served data ends before (no rows after it)."""
+        """Return the current day; the served data ends the day before."""
         if self.fixed_today is not None:
             return self.fixed_today
         return datetime.fromtimestamp(self.clock(), tz=UTC).date()
@@ -210,7 +214,7 @@ class Sandbox:
             raise KeyError(
                 f"Unknown dataset {dataset_name!r}; known: {', '.join(self.catalog)}."
             )
-        last = min(end, self.today())
+        last = min(end, self.today() - timedelta(days=1))
         return [
             {
                 name: format_text(row[name], self.timestamp_format)
