@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -63,6 +64,20 @@ class DecimalText(sa.types.UserDefinedType):
 
     def get_col_spec(self, **kw: object) -> str:
         return f"DECIMAL_TEXT({self.precision},{self.scale})"
+
+    def bind_processor(self, dialect: sa.Dialect):
+        quantum = Decimal(1).scaleb(-self.scale)
+
+        def to_text(value: Decimal | None) -> str | None:
+            return None if value is None else format(value.quantize(quantum), "f")
+
+        return to_text
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object):
+        def to_decimal(value: str | None) -> Decimal | None:
+            return None if value is None else Decimal(value)
+
+        return to_decimal
 
 
 def family(dialect: sa.Dialect) -> str:
