@@ -172,8 +172,9 @@ def _cast_date(values: pa.Array) -> pa.Array:
 
 
 def _cast_timestamp(values: pa.Array, options: TransformOptions) -> pa.Array:
-    # Exports are usually all zone-less or all zoned, so one of the first two
-    # casts nearly always succeeds and the mixed case pays for a regex.
+    # A DiVA export writes a column in one form, all zone-less or all with a
+    # zone, so one of the first two casts usually succeeds. Only a column
+    # that mixes both forms pays for the regex.
     try:
         naive = pc.cast(values, _NAIVE)
     except pa.ArrowInvalid:

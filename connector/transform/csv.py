@@ -1,9 +1,9 @@
 """Parse the CSV text of an export: header, streaming batches, record scans.
 
-DiVA's CSV layout is undocumented; the reader expects RFC 4180 records
-(comma-separated, `"` quoting with doubled quotes, CRLF or LF line ends,
-line breaks allowed inside quoted fields), a header of field names,
-optionally after a UTF-8 byte order mark, and empty cells for nulls.
+DiVA does not document its CSV layout. The reader expects RFC 4180 records:
+comma-separated, `"` quoting with doubled quotes, CRLF or LF line ends, and
+line breaks allowed inside quoted fields. The first record is a header of
+field names, optionally after a UTF-8 byte order mark. Empty cells are nulls.
 
 The fast path is pyarrow's streaming reader with every column read as a
 string, so that nothing is inferred. Line numbers are never tracked on the
@@ -108,12 +108,18 @@ def _check_looks_like_csv(head: bytes, path: Path) -> None:
         )
     if b"\x00" in head:
         raise DataError(
-            f"{path} is not a CSV file: it holds binary data (NUL bytes) after "
+            f"{path} is not a CSV file: it contains binary data (NUL bytes) after "
             "decompression. Check that the download is a DiVA export.",
             path=str(path),
         )
     start = head.removeprefix(_BOM).lstrip().lower()
-    if start.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+    if start.startswith((b"{", b"[")):
+        raise DataError(
+            f"{path} is a JSON document, not a CSV export; the server probably "
+            "returned an error body. Check the export token and download again.",
+            path=str(path),
+        )
+    if start.startswith(b"<"):
         raise DataError(
             f"{path} is an HTML or XML page, not a CSV export; the server "
             "probably returned an error page. Check the URL and credentials.",

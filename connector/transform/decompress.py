@@ -119,7 +119,7 @@ def _open_layers(raw: BinaryIO, path: Path, options: TransformOptions) -> Payloa
     while stream.peek(2)[:2] == GZIP_MAGIC:
         if len(layers) >= MAX_GZIP_LAYERS:
             raise DataError(
-                f"{path} holds more than {MAX_GZIP_LAYERS} nested gzip layers; "
+                f"{path} has more than {MAX_GZIP_LAYERS} nested gzip layers; "
                 "it is not a DiVA export.",
                 path=str(path),
             )
@@ -206,11 +206,11 @@ def _pick_csv_member(infos: list[zipfile.ZipInfo], path: Path) -> zipfile.ZipInf
     names = ", ".join(info.filename for info in csv_members or candidates)
     if not names:
         raise DataError(
-            f"Zip archive {path} holds no CSV member; download the export again.",
+            f"Zip archive {path} contains no CSV member; download the export again.",
             path=str(path),
         )
     raise DataError(
-        f"Zip archive {path} holds several candidate CSV members ({names}); "
+        f"Zip archive {path} contains several candidate CSV members ({names}); "
         "expected exactly one.",
         path=str(path),
         value=names,

@@ -48,7 +48,7 @@ def reconcile_header(
 ) -> tuple[Dataset, list[DriftItem]]:
     """Return the effective dataset for `header` and the drift found.
 
-    The effective dataset holds the schema's columns in schema order, then
+    The effective dataset contains the schema's columns in schema order, then
     each new header column in header order.
 
     Args:

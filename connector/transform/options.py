@@ -16,7 +16,7 @@ _AMBIGUOUS_TIME_POLICIES = ("raise", "earliest", "latest")
 
 @dataclass(frozen=True)
 class TransformOptions:
-    """How an export file is decompressed, parsed and typed.
+    """Options for decompressing, parsing and typing an export file.
 
     Attributes:
         source_timezone: IANA zone in which zone-less timestamps are read.

@@ -36,7 +36,7 @@ _SHOWN_VALUE_CHARS = 80
 
 @dataclass
 class TransformReport:
-    """What reading one export found.
+    """Counts and findings of reading one export.
 
     Attributes:
         path: The export file.
@@ -85,7 +85,7 @@ def read_export(
     """Open an export file and check its header against the dataset.
 
     Args:
-        path: The downloaded export: gzip, zip or plain CSV, told apart by
+        path: The downloaded export: gzip, zip or plain CSV, detected from
             their leading bytes.
         dataset: The dataset the export should hold.
         options: Parsing and typing options.
@@ -272,24 +272,24 @@ class ExportReader:
         record = self._locate([index]).get(index)
         line = record.line if record else None
         column = self.dataset.column(column_name)
-        shown = _shorten(value)
+        display_value = _shorten(value)
         return DataError(
             f"{self.path}, line {line}, column {column_name}: invalid value "
-            f"{shown!r} for {expected_type(column)}: {reason}. Fix the export, or "
+            f"{display_value!r} for {expected_type(column)}: {reason}. Fix the export, or "
             "set on_bad_rows to quarantine to set bad rows aside.",
             path=str(self.path),
             line=line,
             column=column_name,
-            value=shown,
+            value=display_value,
         )
 
     def _locate(self, indices: list[int]) -> dict[int, ScannedRecord]:
-        wanted = set(indices)
+        pending = set(indices)
         found = {}
         for record in scan_records(self.path, self.options):
-            if record.index in wanted:
+            if record.index in pending:
                 found[record.index] = record
-                if len(found) == len(wanted):
+                if len(found) == len(pending):
                     break
         return found
 
@@ -320,7 +320,7 @@ class ExportReader:
     def rejects(self) -> pa.Table:
         """Return the rows set aside in quarantine mode, with their lines.
 
-        Each row holds the file, the line the record starts on, the first bad
+        Each row contains the file, the line the record starts on, the first bad
         column (null for a record with a wrong field count), the reason, and
         the record text as written. Call it after iterating; it parses the
         file once more to find the lines.
@@ -332,9 +332,11 @@ class ExportReader:
     def _build_rejects(self) -> pa.Table:
         rows = []
         if self.report.rows_rejected:
-            wanted = {reject.index: reject for reject in self._rejects}
+            by_index = {reject.index: reject for reject in self._rejects}
             for record in self._scan():
-                reject = wanted.get(record.index) if record.index is not None else None
+                reject = (
+                    by_index.get(record.index) if record.index is not None else None
+                )
                 if record.index is None:
                     reason = f"{len(record.fields)} fields, the header has {len(self._header)}"
                     reject = _Reject(None, None, reason)

@@ -175,6 +175,7 @@ def test_bomb_guard_allows_export_within_limits(tmp_path):
         (b"\x00\x01\x02\x03garbage\xff\xfe", "binary data"),
         (b"<!DOCTYPE html><html><body>Gateway Timeout</body></html>", "HTML"),
         (b"  <html><head></head></html>", "HTML"),
+        (b'{"error_code": "404000", "error_message": "Not found"}', "JSON"),
         (b"BZh91AY&SY", "bzip2-compressed"),
         (b"\xfd7zXZ\x00\x00", "xz-compressed"),
     ],

@@ -270,3 +270,21 @@ def test_options_from_settings_copies_transform_fields():
 def test_options_reject_invalid_values(field, value):
     with pytest.raises(ValueError, match=field):
         TransformOptions(**{field: value})
+
+
+def test_peak_memory_follows_chunk_size(tmp_path, cases_dataset):
+    lines = [case_row(f"{i:08d}", amount=f"{i % 1000}.25") for i in range(40_000)]
+    path = write_csv(tmp_path, "\n".join([CASE_HEADER, *lines]) + "\n", "e.csv.gz")
+    options = TransformOptions(chunk_bytes=64 * 1024)
+    peak = 0
+    rows = 0
+
+    with read_export(path, cases_dataset, options) as reader:
+        for batch in reader:
+            peak = max(peak, pa.total_allocated_bytes())
+            rows += batch.num_rows
+            del batch
+
+    assert rows == 40_000
+    assert reader.report.uncompressed_bytes > 8_000_000
+    assert peak < 2_000_000
