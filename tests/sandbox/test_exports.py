@@ -16,14 +16,14 @@ MARCH_1_TO_3 = (date(2024, 3, 1), date(2024, 3, 3))
 
 
 def make_sandbox(**options: object) -> Sandbox:
-    values = dict(
-        seed=7,
-        rows_per_day=20,
-        app_token=APP_TOKEN,
-        access_token=ACCESS_TOKEN,
-        program=PROGRAM,
-        today=TODAY,
-    )
+    values = {
+        "seed": 7,
+        "rows_per_day": 20,
+        "app_token": APP_TOKEN,
+        "access_token": ACCESS_TOKEN,
+        "program": PROGRAM,
+        "today": TODAY,
+    }
     values.update(options)
     return Sandbox(**values)
 
@@ -172,7 +172,9 @@ def test_export_honours_fields_and_filters(client: Client) -> None:
 def test_csv_layout_matches_declared_types(client: Client) -> None:
     token = client.export()
     rows = read_rows(client.fetch(token).content, token)
-    non_null = lambda name: [r[name] for r in rows if r[name] is not None]  # noqa: E731
+
+    def non_null(name: str) -> list[str]:
+        return [row[name] for row in rows if row[name] is not None]
 
     assert all(re.fullmatch(r"-?\d+\.\d{2}", v) for v in non_null("transaction_amount"))
     assert all(re.fullmatch(r"\d+\.\d{9}", v) for v in non_null("conversion_rate"))
