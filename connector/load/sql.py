@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from connector.errors import ConfigError, LoadError
+from connector.errors import ConfigError
 from connector.load.sql_writer import SqlBatchWriter
 
 if TYPE_CHECKING:
@@ -166,7 +167,9 @@ def create_warehouse_engine(url: str) -> sa.Engine:
     if normalized.startswith(("mysql+pymysql", "mariadb+pymysql")):
         connect_args["charset"] = "utf8mb4"
     try:
-        return sa.create_engine(normalized, connect_args=connect_args, pool_pre_ping=True)
+        return sa.create_engine(
+            normalized, connect_args=connect_args, pool_pre_ping=True
+        )
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:
         raise ConfigError(
             f"Cannot use warehouse URL {mask_url(normalized)!r}: {err}. Check the "

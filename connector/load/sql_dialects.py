@@ -155,7 +155,10 @@ class StagingMerger:
             date = self.quote(self.dataset.date_column)
             # NULL sorts first or last depending on the database; a row
             # without a date never supersedes one with a date.
-            order[:0] = [f"CASE WHEN {date} IS NULL THEN 0 ELSE 1 END DESC", f"{date} DESC"]
+            order[:0] = [
+                f"CASE WHEN {date} IS NULL THEN 0 ELSE 1 END DESC",
+                f"{date} DESC",
+            ]
         partition = ", ".join(self.quote(k) for k in self.dataset.key)
         rank = self.quote(_RANK_COLUMN)
         return (
@@ -175,7 +178,9 @@ class StagingMerger:
     def _count_staged_keys(self) -> tuple[int, int]:
         """Return the number of distinct staged keys and how many the table holds."""
         if not self.dataset.key:
-            count = self.conn.exec_driver_sql(f"SELECT count(*) FROM {self.quote(self.stage)}")
+            count = self.conn.exec_driver_sql(
+                f"SELECT count(*) FROM {self.quote(self.stage)}"
+            )
             return count.scalar_one(), 0
         first_key = self.quote(self.dataset.key[0])
         row = self.conn.exec_driver_sql(
@@ -216,7 +221,8 @@ class PostgresMerger(StagingMerger):
     def stage_batch(self, batch: pa.RecordBatch, first_seq: int) -> None:
         """Copy one batch into the staging table as CSV text."""
         table = pa.Table.from_arrays(
-            [_exact_text(column) for column in batch.columns] + [_sequence(batch, first_seq)],
+            [_exact_text(column) for column in batch.columns]
+            + [_sequence(batch, first_seq)],
             names=[*self.columns, SEQUENCE_COLUMN],
         )
         buffer = io.BytesIO()
@@ -229,9 +235,8 @@ class PostgresMerger(StagingMerger):
         )
         columns = f"{self._column_list()}, {self.quote(SEQUENCE_COLUMN)}"
         statement = f"COPY {self.quote(self.stage)} ({columns}) FROM STDIN (FORMAT csv)"
-        with self.conn.connection.cursor() as cursor:
-            with cursor.copy(statement) as copy:
-                copy.write(buffer.getbuffer())
+        with self.conn.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.write(buffer.getbuffer())
 
     def drop_stage(self) -> None:
         """Do nothing: the staging table is dropped at commit or rollback."""
@@ -269,8 +274,16 @@ class MySqlMerger(StagingMerger):
         """Insert one batch into the staging table with `executemany`."""
         # PyMySQL turns executemany of one INSERT ... VALUES into multi-row
         # statements of up to about 1 MB each.
-        arrays = [_exact_text(column, timestamp_format="%Y-%m-%d %H:%M:%S") for column in batch.columns]
-        rows = list(zip(*(a.to_pylist() for a in arrays), range(first_seq, first_seq + batch.num_rows)))
+        arrays = [
+            _exact_text(column, timestamp_format="%Y-%m-%d %H:%M:%S")
+            for column in batch.columns
+        ]
+        rows = list(
+            zip(
+                *(a.to_pylist() for a in arrays),
+                range(first_seq, first_seq + batch.num_rows),
+            )
+        )
         columns = f"{self._column_list()}, {self.quote(SEQUENCE_COLUMN)}"
         marks = ", ".join(["%s"] * (len(self.columns) + 1))
         self.conn.exec_driver_sql(
@@ -279,16 +292,21 @@ class MySqlMerger(StagingMerger):
 
     def drop_stage(self) -> None:
         """Drop the session's temporary staging table (no implicit commit)."""
-        self.conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {self.quote(self.stage)}")
+        self.conn.exec_driver_sql(
+            f"DROP TEMPORARY TABLE IF EXISTS {self.quote(self.stage)}"
+        )
 
     def upsert(self) -> MergeCounts:
         """Merge with one `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`."""
         written, existing = self._count_staged_keys()
-        updates = ", ".join(
-            f"{self.quote(c)} = VALUES({self.quote(c)})"
-            for c in self.columns
-            if c not in self.dataset.key
-        ) or f"{self.quote(self.dataset.key[0])} = {self.quote(self.dataset.key[0])}"
+        updates = (
+            ", ".join(
+                f"{self.quote(c)} = VALUES({self.quote(c)})"
+                for c in self.columns
+                if c not in self.dataset.key
+            )
+            or f"{self.quote(self.dataset.key[0])} = {self.quote(self.dataset.key[0])}"
+        )
         affected = self.conn.exec_driver_sql(
             f"INSERT INTO {self._target} ({self._column_list()}) {self.selected_rows()} "
             f"ON DUPLICATE KEY UPDATE {updates}"
@@ -321,7 +339,12 @@ class SqliteMerger(StagingMerger):
         arrays = [
             pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a for a in arrays
         ]
-        rows = list(zip(*(a.to_pylist() for a in arrays), range(first_seq, first_seq + batch.num_rows)))
+        rows = list(
+            zip(
+                *(a.to_pylist() for a in arrays),
+                range(first_seq, first_seq + batch.num_rows),
+            )
+        )
         marks = ", ".join(["?"] * (len(self.columns) + 1))
         columns = f"{self._column_list()}, {self.quote(SEQUENCE_COLUMN)}"
         self.conn.exec_driver_sql(
@@ -367,7 +390,9 @@ def merger_for(
 
 def describe_key(names: tuple[str, ...], values: tuple) -> str:
     """Return a key for messages, e.g. `token='2f1fa8e8-...'`."""
-    return ", ".join(f"{name}={value!r}" for name, value in zip(names, values, strict=True))
+    return ", ".join(
+        f"{name}={value!r}" for name, value in zip(names, values, strict=True)
+    )
 
 
 def _sequence(batch: pa.RecordBatch, first_seq: int) -> pa.Array:

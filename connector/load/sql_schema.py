@@ -208,7 +208,9 @@ class ExistingColumn:
     nullable: bool
 
 
-def reflect_columns(conn: sa.Connection, table: str) -> dict[str, ExistingColumn] | None:
+def reflect_columns(
+    conn: sa.Connection, table: str
+) -> dict[str, ExistingColumn] | None:
     """Return the columns of `table` by lower-cased name, or None when it is absent."""
     if not sa.inspect(conn).has_table(table):
         return None
@@ -335,7 +337,10 @@ def is_widening(old: ColumnType, new: ColumnType) -> bool | None:
 
 
 def plan_evolution(
-    existing: dict[str, ExistingColumn], dataset: Dataset, table: str, dialect: sa.Dialect
+    existing: dict[str, ExistingColumn],
+    dataset: Dataset,
+    table: str,
+    dialect: sa.Dialect,
 ) -> list[str]:
     """Return the `ALTER TABLE` statements that fit `table` to `dataset`.
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,7 +93,7 @@ class SqlBatchWriter:
                 table=self.table,
             ) from err
 
-        try:
+        with self._rolled_back_on_error(f"Preparing {self.sink} failed"):
             self._prepare_session()
             if family(self.connection.dialect) == "mysql":
                 self._prepare_tables()
@@ -100,10 +102,10 @@ class SqlBatchWriter:
             else:
                 self._begin()
                 self._prepare_tables()
-            self._merger = merger_for(self.connection, self.table, self.dataset, self.stage)
+            self._merger = merger_for(
+                self.connection, self.table, self.dataset, self.stage
+            )
             self._merger.create_stage()
-        except Exception as err:
-            self._fail(err, f"Preparing {self.sink} failed")
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Stage one batch whose schema is the dataset's Arrow schema.
@@ -114,14 +116,12 @@ class SqlBatchWriter:
                 rolled back and the writer closed.
         """
         self._require_open()
-        try:
+        with self._rolled_back_on_error(f"Staging rows for {self.sink} failed"):
             batch = self._conform(batch)
             check_lengths(batch, self.dataset, first_row=self.rows_read)
             if batch.num_rows:
                 self._merger.stage_batch(batch, self.rows_read)
             self.rows_read += batch.num_rows
-        except Exception as err:
-            self._fail(err, f"Staging rows for {self.sink} failed")
 
     def write_rejects(self, rejects: pa.Table) -> None:
         """Stage rows set aside by the transform stage into the rejects table.
@@ -132,7 +132,8 @@ class SqlBatchWriter:
         self._require_open()
         if rejects.num_rows == 0:
             return
-        try:
+        action = f"Writing rejects to {self.rejects_table_name} failed"
+        with self._rolled_back_on_error(action):
             if self._rejects is None:
                 # On MariaDB/MySQL this CREATE commits implicitly. Until
                 # commit() only the session's temporary staging table has
@@ -147,8 +148,6 @@ class SqlBatchWriter:
                 rows = [{**context, **row} for row in batch.to_pylist()]
                 self.connection.execute(self._rejects.insert(), rows)
             self.rows_rejected += rejects.num_rows
-        except Exception as err:
-            self._fail(err, f"Writing rejects to {self.rejects_table_name} failed")
 
     def commit(self, window: Window | None, export_token: str | None) -> LoadResult:
         """Merge the staged rows, write the audit row and commit.
@@ -158,15 +157,14 @@ class SqlBatchWriter:
                 was and a `failed` audit row is written when possible.
         """
         self._require_open()
-        try:
+        action = f"Loading into {self.sink} failed"
+        with self._rolled_back_on_error(action, window, export_token):
             counts = self._merger.merge(self.mode)
             row = self._audit_row("succeeded", window, export_token, counts)
             self.connection.execute(self._audit.insert(), row)
             if self.fail_before_commit is not None:
                 self.fail_before_commit()
             self.connection.commit()
-        except Exception as err:
-            self._fail(err, f"Loading into {self.sink} failed", window, export_token)
 
         self._close()
         self._dispose_engine()
@@ -225,7 +223,9 @@ class SqlBatchWriter:
         driver = self.connection.connection.driver_connection
         previous = driver.isolation_level
         driver.isolation_level = None
-        self._session_restore.append(lambda: setattr(driver, "isolation_level", previous))
+        self._session_restore.append(
+            lambda: setattr(driver, "isolation_level", previous)
+        )
         self.connection.begin()
         self.connection.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -237,7 +237,9 @@ class SqlBatchWriter:
             table.create(self.connection)
             log.info("Created table %s for %s.", self.table, self.dataset.name)
         else:
-            for statement in plan_evolution(existing, self.dataset, self.table, dialect):
+            for statement in plan_evolution(
+                existing, self.dataset, self.table, dialect
+            ):
                 log.info("Evolving table %s: %s", self.table, statement)
                 self.connection.exec_driver_sql(statement)
 
@@ -304,12 +306,25 @@ class SqlBatchWriter:
             "error": describe_error(error) if error is not None else None,
         }
 
-    def _fail(
+    @contextmanager
+    def _rolled_back_on_error(
         self,
-        err: BaseException,
         action: str,
         window: Window | None = None,
         export_token: str | None = None,
+    ) -> Iterator[None]:
+        """Turn any error of the block into a rolled-back load and a `LoadError`."""
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001 - re-raised by _fail
+            self._fail(err, action, window, export_token)
+
+    def _fail(
+        self,
+        err: Exception,
+        action: str,
+        window: Window | None,
+        export_token: str | None,
     ) -> None:
         """Roll back, record the failure and raise `LoadError` for `err`."""
         self._discard()
@@ -378,7 +393,9 @@ class SqlBatchWriter:
             self.engine.dispose()
 
 
-def check_lengths(batch: pa.RecordBatch, dataset: Dataset, *, first_row: int = 0) -> None:
+def check_lengths(
+    batch: pa.RecordBatch, dataset: Dataset, *, first_row: int = 0
+) -> None:
     """Raise `LoadError` when a string is longer than its column's `max_length`.
 
     Lengths count characters (code points), as VARCHAR(n) does in PostgreSQL

@@ -41,8 +41,12 @@ def make_dataset(columns: list[tuple[str, str]], key=("token",), date_column="ts
 
 
 SMALL = make_dataset(
-    [("token", "varchar(36)"), ("ts", "timestamp"), ("amount", "numeric(12,2)"),
-     ("state", "varchar(20)")]
+    [
+        ("token", "varchar(36)"),
+        ("ts", "timestamp"),
+        ("amount", "numeric(12,2)"),
+        ("state", "varchar(20)"),
+    ]
 )
 
 
@@ -94,7 +98,9 @@ class Warehouse:
 
     @property
     def kind(self) -> str:
-        return {"mariadb": "mysql"}.get(self.engine.dialect.name, self.engine.dialect.name)
+        return {"mariadb": "mysql"}.get(
+            self.engine.dialect.name, self.engine.dialect.name
+        )
 
     def open(self, dataset: Dataset = SMALL, **options):
         options.setdefault("audit_table", self.audit)
@@ -117,12 +123,16 @@ class Warehouse:
         """Return the table's rows by key, values in Python types for every database."""
         names = ", ".join(self.quote(c) for c in dataset.column_names)
         with self.engine.connect() as conn:
-            result = conn.exec_driver_sql(f"SELECT {names} FROM {self.quote(self.table)}")
+            result = conn.exec_driver_sql(
+                f"SELECT {names} FROM {self.quote(self.table)}"
+            )
             records = [dict(zip(dataset.column_names, row)) for row in result]
         rows = {}
         for record in records:
             for column in dataset.columns:
-                record[column.name] = self._python(column.type.kind, record[column.name])
+                record[column.name] = self._python(
+                    column.type.kind, record[column.name]
+                )
             rows[tuple(record[k] for k in dataset.key)] = record
         return rows
 
@@ -134,7 +144,11 @@ class Warehouse:
         if kind == "timestamp":
             if isinstance(value, str):
                 value = datetime.fromisoformat(value)
-            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+            return (
+                value.replace(tzinfo=UTC)
+                if value.tzinfo is None
+                else value.astimezone(UTC)
+            )
         if kind == "date" and isinstance(value, str):
             return date.fromisoformat(value)
         if kind == "bool":
@@ -153,7 +167,9 @@ class Warehouse:
         inspector = sa.inspect(self.engine)
         if self.kind == "sqlite":
             with self.engine.connect() as conn:
-                info = conn.exec_driver_sql(f"PRAGMA table_info({self.quote(self.table)})")
+                info = conn.exec_driver_sql(
+                    f"PRAGMA table_info({self.quote(self.table)})"
+                )
                 return {row[1]: row[2].upper() for row in info}
         return {
             column["name"]: column["type"].compile(dialect=self.engine.dialect).upper()
@@ -175,7 +191,9 @@ def warehouse(warehouse_url):
 
 @pytest.fixture(params=["postgresql", "mariadb"])
 def server_warehouse(request):
-    url = request.getfixturevalue("pg_url" if request.param == "postgresql" else "mariadb_url")
+    url = request.getfixturevalue(
+        "pg_url" if request.param == "postgresql" else "mariadb_url"
+    )
     created = Warehouse(url)
     yield created
     created.drop()
@@ -275,11 +293,16 @@ def test_upsert_updates_changed_row(warehouse):
 
 
 def test_duplicates_across_batches_keep_latest_date(warehouse):
-    first = make_batch(SMALL, [small_row("a", 9, state="LATEST"), small_row("b", 1, state="TIE1")])
+    first = make_batch(
+        SMALL, [small_row("a", 9, state="LATEST"), small_row("b", 1, state="TIE1")]
+    )
     second = make_batch(
         SMALL,
-        [small_row("a", 3, state="OLDER"), small_row("b", 1, state="TIE2"),
-         small_row("a", 9, state="LATEST-TIE-LAST")],
+        [
+            small_row("a", 3, state="OLDER"),
+            small_row("b", 1, state="TIE2"),
+            small_row("a", 9, state="LATEST-TIE-LAST"),
+        ],
     )
 
     result = warehouse.load(SMALL, first, second)
@@ -306,7 +329,9 @@ def test_append_of_existing_key_fails_naming_it(warehouse):
 
     with pytest.raises(LoadError) as caught:
         warehouse.load(
-            SMALL, make_batch(SMALL, [small_row("new"), small_row("a", 1)]), mode="append"
+            SMALL,
+            make_batch(SMALL, [small_row("new"), small_row("a", 1)]),
+            mode="append",
         )
 
     assert "token='a'" in str(caught.value)
@@ -317,7 +342,9 @@ def test_replace_swaps_all_rows(warehouse):
     warehouse.load(SMALL, make_batch(SMALL, [small_row("a"), small_row("b")]))
 
     result = warehouse.load(
-        SMALL, make_batch(SMALL, [small_row("b", 1, "3.00"), small_row("c")]), mode="replace"
+        SMALL,
+        make_batch(SMALL, [small_row("b", 1, "3.00"), small_row("c")]),
+        mode="replace",
     )
 
     rows = warehouse.rows()
@@ -332,13 +359,20 @@ def test_portable_merge_upserts(warehouse, monkeypatch):
     warehouse.load(SMALL, make_batch(SMALL, [small_row("a"), small_row("b")]))
 
     result = warehouse.load(
-        SMALL, make_batch(SMALL, [small_row("b", 1, "7.00"), small_row("b", 0), small_row("c")])
+        SMALL,
+        make_batch(
+            SMALL, [small_row("b", 1, "7.00"), small_row("b", 0), small_row("c")]
+        ),
     )
 
     rows = warehouse.rows()
     assert rows[("b",)]["amount"] == Decimal("7.00")
     assert len(rows) == 3
-    assert (result.rows_inserted, result.rows_updated, result.rows_superseded) == (1, 1, 1)
+    assert (result.rows_inserted, result.rows_updated, result.rows_superseded) == (
+        1,
+        1,
+        1,
+    )
 
 
 # --- schema evolution -------------------------------------------------------
@@ -346,7 +380,9 @@ def test_portable_merge_upserts(warehouse, monkeypatch):
 
 def test_new_column_is_added(warehouse):
     warehouse.load(SMALL, make_batch(SMALL, [small_row("a")]))
-    wider = make_dataset([*((c.name, c.diva_type) for c in SMALL.columns), ("note", "text")])
+    wider = make_dataset(
+        [*((c.name, c.diva_type) for c in SMALL.columns), ("note", "text")]
+    )
 
     warehouse.load(wider, make_batch(wider, [{**small_row("b"), "note": "new"}]))
 
@@ -357,12 +393,21 @@ def test_new_column_is_added(warehouse):
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [("numeric(12,2)", "numeric(10,2)"), ("varchar(50)", "varchar(20)"),
-     ("bigint", "varchar(20)"), ("text", "varchar(20)"), ("numeric(12,2)", "numeric(12,4)")],
+    [
+        ("numeric(12,2)", "numeric(10,2)"),
+        ("varchar(50)", "varchar(20)"),
+        ("bigint", "varchar(20)"),
+        ("text", "varchar(20)"),
+        ("numeric(12,2)", "numeric(12,4)"),
+    ],
 )
 def test_narrowing_fails_naming_column_and_types(warehouse, old, new):
-    before = make_dataset([("token", "varchar(36)"), ("ts", "timestamp"), ("value", old)])
-    after = make_dataset([("token", "varchar(36)"), ("ts", "timestamp"), ("value", new)])
+    before = make_dataset(
+        [("token", "varchar(36)"), ("ts", "timestamp"), ("value", old)]
+    )
+    after = make_dataset(
+        [("token", "varchar(36)"), ("ts", "timestamp"), ("value", new)]
+    )
     warehouse.load(before, make_batch(before, [{"token": "a", "ts": T0}]))
 
     with pytest.raises(LoadError) as caught:
@@ -378,12 +423,20 @@ def test_narrowing_fails_naming_column_and_types(warehouse, old, new):
 
 @pytest.mark.parametrize(
     ("old", "new", "value"),
-    [("varchar(20)", "varchar(50)", "x" * 50), ("numeric(10,2)", "numeric(12,2)",
-     Decimal("1234567890.12")), ("integer", "bigint", 2**40), ("varchar(5)", "text", "y" * 300)],
+    [
+        ("varchar(20)", "varchar(50)", "x" * 50),
+        ("numeric(10,2)", "numeric(12,2)", Decimal("1234567890.12")),
+        ("integer", "bigint", 2**40),
+        ("varchar(5)", "text", "y" * 300),
+    ],
 )
 def test_widening_is_applied(warehouse, old, new, value):
-    before = make_dataset([("token", "varchar(36)"), ("ts", "timestamp"), ("value", old)])
-    after = make_dataset([("token", "varchar(36)"), ("ts", "timestamp"), ("value", new)])
+    before = make_dataset(
+        [("token", "varchar(36)"), ("ts", "timestamp"), ("value", old)]
+    )
+    after = make_dataset(
+        [("token", "varchar(36)"), ("ts", "timestamp"), ("value", new)]
+    )
     warehouse.load(before, make_batch(before, [{"token": "a", "ts": T0}]))
 
     warehouse.load(after, make_batch(after, [{"token": "b", "ts": T0, "value": value}]))
@@ -391,8 +444,12 @@ def test_widening_is_applied(warehouse, old, new, value):
     assert warehouse.rows(after)[("b",)]["value"] == value
     if warehouse.kind != "sqlite":
         assert warehouse.column_types()["value"].startswith(
-            {"numeric(12,2)": ("NUMERIC(12, 2)", "DECIMAL(12, 2)"), "bigint": ("BIGINT",),
-             "varchar(50)": ("VARCHAR(50)",), "text": ("TEXT", "LONGTEXT")}[new]
+            {
+                "numeric(12,2)": ("NUMERIC(12, 2)", "DECIMAL(12, 2)"),
+                "bigint": ("BIGINT",),
+                "varchar(50)": ("VARCHAR(50)",),
+                "text": ("TEXT", "LONGTEXT"),
+            }[new]
         )
 
 
@@ -436,7 +493,10 @@ def test_constraint_error_leaves_table_unchanged(warehouse):
     before = warehouse.rows()
 
     with pytest.raises(LoadError, match="left as it was"):
-        warehouse.load(SMALL, make_batch(SMALL, [small_row("b"), {**small_row("c"), "token": None}]))
+        warehouse.load(
+            SMALL,
+            make_batch(SMALL, [small_row("b"), {**small_row("c"), "token": None}]),
+        )
 
     assert warehouse.rows() == before
 
@@ -491,8 +551,13 @@ def test_unreachable_database_hides_password(tmp_path):
 
 
 QUOTED = make_dataset(
-    [("order", "varchar(10)"), ("date", "timestamp"), ("group", "integer"),
-     ("MixedCase", "varchar(10)"), ("select", "boolean")],
+    [
+        ("order", "varchar(10)"),
+        ("date", "timestamp"),
+        ("group", "integer"),
+        ("MixedCase", "varchar(10)"),
+        ("select", "boolean"),
+    ],
     key=("order",),
     date_column="date",
 )
@@ -503,7 +568,8 @@ def test_reserved_and_mixed_case_columns(warehouse):
     warehouse.load(QUOTED, make_batch(QUOTED, rows))
 
     result = warehouse.load(
-        QUOTED, make_batch(QUOTED, [{**rows[0], "group": 8}, {**rows[0], "order": "o2"}])
+        QUOTED,
+        make_batch(QUOTED, [{**rows[0], "group": 8}, {**rows[0], "order": "o2"}]),
     )
 
     stored = warehouse.rows(QUOTED)
@@ -513,21 +579,56 @@ def test_reserved_and_mixed_case_columns(warehouse):
 
 
 EXACT = make_dataset(
-    [("token", "varchar(36)"), ("ts", "timestamp"), ("money", "numeric(18,2)"),
-     ("fine", "numeric(38,9)"), ("day", "date"), ("flag", "boolean"), ("count", "bigint"),
-     ("small", "smallint"), ("name", "varchar(255)"), ("note", "text")]
+    [
+        ("token", "varchar(36)"),
+        ("ts", "timestamp"),
+        ("money", "numeric(18,2)"),
+        ("fine", "numeric(38,9)"),
+        ("day", "date"),
+        ("flag", "boolean"),
+        ("count", "bigint"),
+        ("small", "smallint"),
+        ("name", "varchar(255)"),
+        ("note", "text"),
+    ]
 )
 EXACT_ROWS = [
-    {"token": "neg", "ts": datetime(2024, 3, 5, 23, 59, 59, 999999, tzinfo=UTC),
-     "money": Decimal("-1234567890123456.78"), "fine": Decimal("-0.000000001"),
-     "day": date(1999, 12, 31), "flag": False, "count": -(2**63), "small": -32768,
-     "name": "Ünïcödé 💳 ☃", "note": "line\nbreak, \"quoted\" \\ tab\t"},
-    {"token": "big", "ts": datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
-     "money": Decimal("9999999999999999.99"),
-     "fine": Decimal("99999999999999999999999999999.999999999"), "day": date(2024, 2, 29),
-     "flag": True, "count": 2**63 - 1, "small": 32767, "name": "💳" * 255, "note": ""},
-    {"token": "zero", "ts": T0, "money": Decimal("0.00"), "fine": Decimal("0E-9"),
-     "day": None, "flag": None, "count": None, "small": None, "name": "", "note": None},
+    {
+        "token": "neg",
+        "ts": datetime(2024, 3, 5, 23, 59, 59, 999999, tzinfo=UTC),
+        "money": Decimal("-1234567890123456.78"),
+        "fine": Decimal("-0.000000001"),
+        "day": date(1999, 12, 31),
+        "flag": False,
+        "count": -(2**63),
+        "small": -32768,
+        "name": "Ünïcödé 💳 ☃",
+        "note": 'line\nbreak, "quoted" \\ tab\t',
+    },
+    {
+        "token": "big",
+        "ts": datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        "money": Decimal("9999999999999999.99"),
+        "fine": Decimal("99999999999999999999999999999.999999999"),
+        "day": date(2024, 2, 29),
+        "flag": True,
+        "count": 2**63 - 1,
+        "small": 32767,
+        "name": "💳" * 255,
+        "note": "",
+    },
+    {
+        "token": "zero",
+        "ts": T0,
+        "money": Decimal("0.00"),
+        "fine": Decimal("0E-9"),
+        "day": None,
+        "flag": None,
+        "count": None,
+        "small": None,
+        "name": "",
+        "note": None,
+    },
     {"token": "nulls", "ts": T0},
 ]
 
@@ -548,8 +649,15 @@ def test_values_round_trip_exactly(warehouse):
 
 def test_rejects_go_to_rejects_table(warehouse):
     rejects = pa.Table.from_pylist(
-        [{"file": "export.csv", "line": 7, "column": "amount", "reason": "not a number",
-          "record": "a,b,c"}],
+        [
+            {
+                "file": "export.csv",
+                "line": 7,
+                "column": "amount",
+                "reason": "not a number",
+                "record": "a,b,c",
+            }
+        ],
         schema=rejects_schema(),
     )
     writer = warehouse.open()
@@ -576,7 +684,11 @@ def test_audit_row_records_the_load(warehouse):
     assert audit["status"] == "succeeded"
     assert audit["export_token"] == "9f8e7d…"
     assert (audit["window_start"], audit["window_end"]) == ("2024-03-05", "2024-03-05")
-    assert (audit["rows_read"], audit["rows_inserted"], audit["rows_superseded"]) == (2, 1, 1)
+    assert (audit["rows_read"], audit["rows_inserted"], audit["rows_superseded"]) == (
+        2,
+        1,
+        1,
+    )
     assert audit["finished_at"] >= audit["started_at"]
 
 
@@ -629,7 +741,9 @@ def test_long_merchant_name_is_kept_or_rejected(long_name_warehouse):
 
     warehouse.load(CASE_DATASET, *fitting.to_batches(), engine=warehouse.engine)
     with pytest.raises(LoadError) as caught:
-        warehouse.load(CASE_DATASET, *table.to_batches(max_chunksize=2), engine=warehouse.engine)
+        warehouse.load(
+            CASE_DATASET, *table.to_batches(max_chunksize=2), engine=warehouse.engine
+        )
 
     stored = warehouse.rows(CASE_DATASET)
     for line in fitting.to_pylist():
