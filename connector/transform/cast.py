@@ -7,16 +7,19 @@ the fast path and the error path can never disagree about a value.
 
 Accepted text, by kind:
 
-| kind | accepted | rejected |
-|---|---|---|
-| decimal | `12.00`, `-7.5`, `1e3` | more digits after the point than the scale (never rounded), more than the precision |
-| int16/32/64 | `42`, `-7` | `1.0`, out-of-range values |
-| bool | `true`/`false`, `t`/`f`, `1`/`0`, any case | anything else |
-| date | `YYYY-MM-DD`, also followed by a midnight time `00:00:00[.000][Z]` with a space or `T` | any other time of day |
-| timestamp | `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.ffffff]`, ISO 8601 with `T`, an optional fraction and `Z` or `+HH:MM` | more than 6 fraction digits |
+- decimal: `12.00`, `-7.5`, `1e3`. More digits after the point than the
+  scale, or more digits than the precision, is an error: values are never
+  rounded.
+- int16, int32, int64: `42`, `-7`. `1.0` and out-of-range values are errors.
+- bool: `true`/`false`, `t`/`f`, `1`/`0`, in any case.
+- date: `YYYY-MM-DD`, optionally followed by a midnight time such as
+  ` 00:00:00` or `T00:00:00.000Z`. Any other time of day is an error.
+- timestamp: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.ffffff]`, and ISO 8601
+  with `T`, an optional fraction of up to 6 digits, and `Z` or `+HH:MM`.
+- string: any text of at most `max_length` characters (not bytes).
 
-Empty cells arrive as nulls and stay nulls; a null in a column that is not
-nullable is a problem. Zone-less timestamps are read in `source_timezone`.
+Empty cells arrive as nulls and stay nulls. A null in a column that is not
+nullable is an error. Zone-less timestamps are read in `source_timezone`.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def expected_type(column: Column) -> str:
     """Describe a column's type for error messages, e.g. `numeric(18,2)`."""
     arrow_type = column.type.arrow_type()
     if column.type.kind == "string" and column.type.max_length is not None:
-        return f"{column.diva_type} ({arrow_type}, at most {column.type.max_length} characters)"
+        limit = column.type.max_length
+        return f"{column.diva_type} ({arrow_type}, at most {limit} characters)"
     return f"{column.diva_type} ({arrow_type})"
 
 

@@ -145,7 +145,7 @@ def _reordered(header: list[str], dataset: Dataset) -> list[DriftItem]:
     position = {name: index for index, name in enumerate(dataset.column_names)}
     shared = [name for name in header if name in position]
     expected = sorted(shared, key=position.__getitem__)
-    for got, want in zip(shared, expected):
+    for got, want in zip(shared, expected, strict=True):
         if got != want:
             return [
                 DriftItem(

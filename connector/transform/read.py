@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -251,8 +252,8 @@ class ExportReader:
             found = False
             for index, reason in find_bad_rows(values, column, self.options):
                 found = True
-                if index not in problems or not first_only:
-                    problems.setdefault(index, (name, reason))
+                # Columns come in schema order, so a row keeps its first bad column.
+                problems.setdefault(index, (name, reason))
                 if first_only:
                     break
             if not found:
@@ -275,8 +276,8 @@ class ExportReader:
         display_value = _shorten(value)
         return DataError(
             f"{self.path}, line {line}, column {column_name}: invalid value "
-            f"{display_value!r} for {expected_type(column)}: {reason}. Fix the export, or "
-            "set on_bad_rows to quarantine to set bad rows aside.",
+            f"{display_value!r} for {expected_type(column)}: {reason}. Fix the "
+            "export, or set on_bad_rows to quarantine to set bad rows aside.",
             path=str(self.path),
             line=line,
             column=column_name,
@@ -286,21 +287,25 @@ class ExportReader:
     def _locate(self, indices: list[int]) -> dict[int, ScannedRecord]:
         pending = set(indices)
         found = {}
-        for record in scan_records(self.path, self.options):
-            if record.index in pending:
-                found[record.index] = record
-                if len(found) == len(pending):
-                    break
+        with closing(self._scan()) as records:
+            for record in records:
+                if record.index in pending:
+                    found[record.index] = record
+                    if len(found) == len(pending):
+                        break
         return found
 
     def _parse_error(self, err: pa.ArrowInvalid) -> DataError:
         message = str(err)
         if "UTF8" in message or "UTF-8" in message:
             record = _first(self._scan(), lambda r: has_bad_utf8(r.text))
-            problem = "holds bytes that are not valid UTF-8; DiVA exports are UTF-8"
+            problem = "contains bytes that are not valid UTF-8; DiVA exports are UTF-8"
         elif "columns" in message:
             record = _first(self._scan(), lambda r: r.index is None)
-            problem = f"has a different number of fields than the header's {len(self._header)}"
+            problem = (
+                "has a different number of fields than the header's "
+                f"{len(self._header)}"
+            )
         else:
             record = None
             problem = f"could not be parsed as CSV ({message})"
@@ -314,7 +319,7 @@ class ExportReader:
             value=_shorten(record.text) if record else None,
         )
 
-    def _scan(self) -> Iterator[ScannedRecord]:
+    def _scan(self) -> Generator[ScannedRecord, None, None]:
         return scan_records(self.path, self.options)
 
     def rejects(self) -> pa.Table:
@@ -338,7 +343,8 @@ class ExportReader:
                     by_index.get(record.index) if record.index is not None else None
                 )
                 if record.index is None:
-                    reason = f"{len(record.fields)} fields, the header has {len(self._header)}"
+                    fields, width = len(record.fields), len(self._header)
+                    reason = f"{fields} fields, the header has {width}"
                     reject = _Reject(None, None, reason)
                 if reject is not None:
                     rows.append(
@@ -353,10 +359,14 @@ class ExportReader:
         return pa.Table.from_pylist(rows, schema=rejects_schema())
 
 
-def _first(records: Iterator[ScannedRecord], test) -> ScannedRecord | None:
-    for record in records:
-        if test(record):
-            return record
+def _first(
+    records: Generator[ScannedRecord, None, None],
+    test: Callable[[ScannedRecord], bool],
+) -> ScannedRecord | None:
+    with closing(records):
+        for record in records:
+            if test(record):
+                return record
     return None
 
 

@@ -73,7 +73,9 @@ def test_quarantine_keeps_bad_rows_whole(tmp_path, cases_dataset):
             "file": str(path),
             "line": 3,
             "column": "amount",
-            "reason": "more than 2 digits after the decimal point; values are never rounded",
+            "reason": (
+                "more than 2 digits after the decimal point; values are never rounded"
+            ),
             "record": case_row("b", amount="1.001"),
         },
         {
@@ -196,7 +198,8 @@ def test_very_long_field_read_whole(tmp_path, cases_dataset):
 
 
 def test_count_records_counts_records_not_lines(tmp_path):
-    text = f"{CASE_HEADER}\r\n{case_row('a', merchant_name=chr(34) + 'x' + chr(10) + 'y' + chr(34))}\r\n\r\n{case_row('b')}\r\n"
+    multiline = case_row("a", merchant_name='"x\ny"')
+    text = f"{CASE_HEADER}\r\n{multiline}\r\n\r\n{case_row('b')}\r\n"
     path = write_csv(tmp_path, text, "e.csv.gz")
 
     assert count_records(path, TransformOptions(chunk_bytes=50)) == 2
