@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 _SNIFF_BYTES = 64 * 1024
 _BOM = codecs.BOM_UTF8
-#: Largest CSV block tried when records are longer than `chunk_bytes`.
-_MAX_BLOCK_BYTES = 1024**3
+#: Largest CSV block tried when records are longer than `chunk_bytes`, which
+#: bounds memory when a quote is never closed and the rest of the file reads
+#: as one record.
+MAX_BLOCK_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,9 @@ class TextBatchReader:
                 self.bytes_read = payload.bytes_read
                 return
             except pa.ArrowInvalid as err:
-                if not _block_too_small(err) or block_bytes >= _MAX_BLOCK_BYTES:
+                if not block_too_small(err) or block_bytes >= MAX_BLOCK_BYTES:
                     raise
-                block_bytes = min(block_bytes * 4, _MAX_BLOCK_BYTES)
+                block_bytes = min(block_bytes * 4, MAX_BLOCK_BYTES)
                 log.warning(
                     "A record of %s is longer than the CSV block; reading again with "
                     "%d-byte blocks.",
@@ -221,7 +223,8 @@ class TextBatchReader:
         return "skip"
 
 
-def _block_too_small(err: pa.ArrowInvalid) -> bool:
+def block_too_small(err: pa.ArrowInvalid) -> bool:
+    """Tell whether pyarrow failed because a record did not fit its blocks."""
     message = str(err)
     return "straddling" in message or "Empty CSV file or block" in message
 

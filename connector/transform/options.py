@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from connector.errors import ConfigError
 
@@ -52,6 +53,13 @@ class TransformOptions:
                 f"Invalid ambiguous_times {self.ambiguous_times!r}: expected one of "
                 f"{', '.join(_AMBIGUOUS_TIME_POLICIES)}."
             )
+        try:
+            ZoneInfo(self.source_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ConfigError(
+                f"Invalid source_timezone {self.source_timezone!r}: use an IANA "
+                "name such as UTC or America/New_York."
+            ) from err
         if self.chunk_bytes < 1:
             raise ConfigError(f"Invalid chunk_bytes {self.chunk_bytes}: must be >= 1.")
 

@@ -20,8 +20,10 @@ from connector.transform.cast import (
     find_bad_rows,
 )
 from connector.transform.csv import (
+    MAX_BLOCK_BYTES,
     ScannedRecord,
     TextBatchReader,
+    block_too_small,
     has_bad_utf8,
     read_header,
     scan_records,
@@ -305,6 +307,12 @@ class ExportReader:
             problem = (
                 "has a different number of fields than the header's "
                 f"{len(self._header)}"
+            )
+        elif block_too_small(err):
+            record = None
+            problem = (
+                f"is longer than {MAX_BLOCK_BYTES} bytes, most likely because a "
+                "quote is never closed"
             )
         else:
             record = None

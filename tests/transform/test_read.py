@@ -268,7 +268,12 @@ def test_options_from_settings_copies_transform_fields():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("on_bad_rows", "skip"), ("ambiguous_times", "shift"), ("chunk_bytes", 0)],
+    [
+        ("on_bad_rows", "skip"),
+        ("ambiguous_times", "shift"),
+        ("chunk_bytes", 0),
+        ("source_timezone", "Mars/Olympus"),
+    ],
 )
 def test_options_reject_invalid_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -291,3 +296,14 @@ def test_peak_memory_follows_chunk_size(tmp_path, cases_dataset):
     assert rows == 40_000
     assert reader.report.uncompressed_bytes > 3_500_000
     assert peak < 2_000_000
+
+
+def test_unclosed_quote_raises_with_line(tmp_path, cases_dataset):
+    lines = [case_row(str(i)) for i in range(200)]
+    lines[5] = case_row("5", merchant_name='"Unclosed quote')
+    path = write_csv(tmp_path, "\n".join([CASE_HEADER, *lines]) + "\n")
+
+    with pytest.raises(DataError, match="different number of fields") as info:
+        read_rows(path, cases_dataset, chunk_bytes=1024)
+
+    assert info.value.line == 7
