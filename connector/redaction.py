@@ -1,8 +1,9 @@
 """Masking of secrets in log records, error messages and URLs.
 
-Three kinds of value must never reach a log line or an error message in clear:
-the Basic auth tokens (and any password in a warehouse URL), credentials
-written into a URL, and DiVA export tokens, which name a downloadable file.
+Three kinds of value must never reach a log line or an error message in clear.
+They are the Basic auth tokens (and any password in a warehouse URL),
+credentials written into a URL, and DiVA export tokens, which name a
+downloadable file.
 Export tokens are shortened to a recognisable prefix so that a user can still
 tell two exports apart: `3f9c2a7e5b1d4c08.csv.gz` becomes `3f9c2a….csv.gz`.
 """
@@ -23,7 +24,8 @@ _TOKEN_EXTENSION = re.compile(r"((?:\.[A-Za-z0-9]{1,8}){1,3})$")
 _URL_CREDENTIALS = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@:]*:[^/\s@]*@"
 )
-_TOKEN_QUERY = re.compile(r"(?P<name>[?&;]token=)(?P<value>[^&#\s'\")]+)")
+_TOKEN_QUERY = re.compile(r"(?P<name>(?<!\w)token=)(?P<value>[^&#\s'\")]+)")
+_TOKEN_JSON = re.compile(r'(?P<name>"token"\s*:\s*")(?P<value>[^"]+)')
 _SECRET_QUERY = re.compile(
     r"(?P<name>[?&;](?:access_token|app_token|password|secret)=)[^&#\s'\")]+",
     re.IGNORECASE,
@@ -53,16 +55,19 @@ def mask_token(token: object) -> str:
 def mask_url(url: str) -> str:
     """Mask the credentials and the export token in a URL.
 
-    User name and password written into the URL become `***`, a `token=`
-    query value is shortened with `mask_token`, and query values named like
-    a credential (`access_token`, `password`, ...) become `***`. The rest of
-    the URL is kept, so the masked form still shows which endpoint failed.
+    User name and password written into the URL become `***`. A `token=`
+    value, or a JSON `"token"` member, is shortened with `mask_token`. Query
+    values named like a credential (`access_token`, `password`, ...) become
+    `***`. The rest of the URL is kept, so the masked form still shows which
+    endpoint failed.
     """
     masked = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{MASK}:{MASK}@", url)
     masked = _SECRET_QUERY.sub(lambda m: f"{m.group('name')}{MASK}", masked)
-    return _TOKEN_QUERY.sub(
-        lambda m: f"{m.group('name')}{mask_token(m.group('value'))}", masked
-    )
+    for pattern in (_TOKEN_QUERY, _TOKEN_JSON):
+        masked = pattern.sub(
+            lambda m: f"{m.group('name')}{mask_token(m.group('value'))}", masked
+        )
+    return masked
 
 
 def mask_secrets(text: str, secrets: Iterable[str]) -> str:
@@ -124,7 +129,7 @@ class SecretsFilter(logging.Filter):
     """A logging filter that masks secrets and export tokens in every record.
 
     The message is rendered with its arguments, masked, and stored back as a
-    plain message, so every formatter downstream sees only the masked text.
+    plain message, so every formatter downstream gets only the masked text.
     An attached traceback is rendered and masked as well. Install it on the
     handlers, not on a logger: a logger's filters do not see records that
     propagate up from child loggers such as `urllib3`, which logs request

@@ -1,6 +1,6 @@
 """A client-side request budget, so a run stays under DiVA's rate limit.
 
-DiVA allows 300 requests per 5 minutes per credential and answers 429 beyond
+DiVA allows 300 requests per 5 minutes per credential and returns 429 beyond
 that; polls and downloads are counted too, as far as is known. Waiting on
 our side before DiVA refuses is cheaper than a 429 and a backoff, and it
 keeps parallel backfill threads from starving each other with retries.

@@ -1,7 +1,7 @@
 """The HTTP client for DiVA: auth, program, timeouts, retries and budget.
 
 Every request goes through one path: take a slot from the request budget,
-send with Basic auth and `program`, classify the answer, and let the retry
+send with Basic auth and `program`, classify the response, and let the retry
 policy decide what a failure means. Tokens and credentials never appear in
 a message or log line of this module: URLs are masked and export tokens are
 shortened to a prefix.
@@ -15,7 +15,7 @@ import time
 from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import requests
@@ -89,18 +89,18 @@ class DivaClient:
         self._ready: dict[str, requests.Response] = {}
         self._ready_lock = threading.Lock()
 
-    def __enter__(self) -> DivaClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Release held download answers, and the session if this client made it."""
+        """Close held download responses, and the session if this client made it."""
         with self._ready_lock:
-            held = list(self._ready.values())
+            held_responses = list(self._ready.values())
             self._ready.clear()
-        for response in held:
+        for response in held_responses:
             response.close()
         if self._owns_session:
             self._session.close()
@@ -118,7 +118,7 @@ class DivaClient:
         """Send a GET to `path` below the base URL and return the decoded JSON.
 
         Raises:
-            ApiError: DiVA answered with an error, or with a body that is not
+            ApiError: DiVA returned an error, or a body that is not
                 JSON; the retryable kinds only after the retries ran out.
         """
         action = action or f"GET {path}"
@@ -178,7 +178,7 @@ class DivaClient:
         total = body.get("total") if isinstance(body, dict) else None
         if isinstance(total, bool) or not isinstance(total, int):
             log.warning(
-                "Row count of %s for %s is unknown: the answer has no integer "
+                "Row count of %s for %s is unknown: the response has no integer "
                 "'total'.",
                 dataset.name,
                 window,
@@ -238,14 +238,14 @@ class DivaClient:
     def poll_export(self, token: str, *, dataset: str | None = None) -> bool:
         """Ask once whether an export file is ready.
 
-        DiVA sends the file itself as the answer to the poll that finds it
-        ready, so that answer is kept open for `download_export`.
+        DiVA sends the file itself as the response to the poll that finds it
+        ready, so that response is kept open for `download_export`.
 
         Returns:
-            True when the file is ready, False while DiVA says `Pending`.
+            True when the file is ready, False while DiVA returns `Pending`.
 
         Raises:
-            ExportGoneError: DiVA answered 410: the file expired.
+            ExportGoneError: DiVA returned 410 because the file expired.
             ApiError: Any other failure, after the retries.
         """
         self._release(token)
@@ -259,7 +259,9 @@ class DivaClient:
         )
         if response.status_code != 200:
             response.close()
-            log.debug("Export %s is pending (%d).", mask_token(token), response.status_code)
+            log.debug(
+                "Export %s is pending (%d).", mask_token(token), response.status_code
+            )
             return False
 
         with self._ready_lock:
@@ -293,7 +295,7 @@ class DivaClient:
             The path of the verified file.
 
         Raises:
-            ExportGoneError: DiVA answered 410: the file expired.
+            ExportGoneError: DiVA returned 410 because the file expired.
             DownloadError: The file stayed incomplete or corrupt.
             ApiError: Any other failure, after the retries.
         """
@@ -343,7 +345,7 @@ class DivaClient:
         with response:
             if response.status_code not in (200, 206):
                 raise DownloadError(
-                    f"Download of export {mask_token(token)} answered "
+                    f"Download of export {mask_token(token)} returned "
                     f"{response.status_code} instead of the file.",
                     token=mask_token(token),
                 )
@@ -400,7 +402,11 @@ class DivaClient:
         )
         try:
             check_response(
-                response, action=action, dataset=dataset, secrets=self.secrets, token=token
+                response,
+                action=action,
+                dataset=dataset,
+                secrets=self.secrets,
+                token=token,
             )
         except BaseException:
             response.close()

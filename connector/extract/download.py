@@ -20,12 +20,20 @@ import requests
 import urllib3
 
 from connector.errors import DownloadError
+from connector.redaction import mask_text
 
 log = logging.getLogger(__name__)
 
 #: Bytes written per chunk while streaming a download to disk.
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
+#: Errors raised when the connection breaks while a body is being read.
+_BROKEN_BODY_ERRORS = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
 _EXTENSIONS = re.compile(r"((?:\.[A-Za-z0-9]{1,8}){1,3})$")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 
@@ -85,7 +93,7 @@ class PartialDownload:
 def write_response(
     response: requests.Response, download: PartialDownload, requested_offset: int
 ) -> int:
-    """Stream a download answer into the partial file.
+    """Stream a download response into the partial file.
 
     A 206 whose `Content-Range` starts at `requested_offset` is appended to
     the bytes already on disk; any other success starts the file over.
@@ -94,24 +102,34 @@ def write_response(
         The size of the partial file afterwards, in bytes.
 
     Raises:
-        DownloadError: The body is shorter than its `Content-Length`, or a
-            206 answer covers another range than the one requested.
-        requests.RequestException: The connection broke mid-body.
+        DownloadError: The connection broke mid-body, the body is shorter
+            than its `Content-Length`, or a 206 response covers another range
+            than the one requested.
     """
     append = requested_offset > 0 and response.status_code == 206
     if append:
         _check_content_range(response, requested_offset, download)
     elif response.status_code == 206:
         download.discard()
-        raise DownloadError("Download answered 206 to a request without Range.")
+        raise DownloadError(
+            "Download returned 206 to a request without Range; fetching it again."
+        )
     elif requested_offset:
         log.info("Server ignored the Range request; downloading the file from byte 0.")
 
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     download.resumable = encoding in ("", "identity")
     with open(download.part, "ab" if append else "wb") as file:
-        for chunk in iter_body(response):
-            file.write(chunk)
+        try:
+            for chunk in iter_body(response):
+                file.write(chunk)
+        except _BROKEN_BODY_ERRORS as err:
+            raise DownloadError(
+                f"Download broke off after {file.tell()} bytes "
+                f"({type(err).__name__}: {mask_text(str(err))}); it will be "
+                "fetched again.",
+                path=str(download.part),
+            ) from err
 
     _check_length(response, download)
     return download.part.stat().st_size
@@ -154,7 +172,7 @@ def _check_content_range(
         return
     download.discard()
     raise DownloadError(
-        f"Download answered 206 with Content-Range {header!r}, which does not "
+        f"Download returned 206 with Content-Range {header!r}, which does not "
         f"start at the requested byte {requested_offset}; downloading it again "
         "from the start."
     )
@@ -173,4 +191,3 @@ def _check_length(response: requests.Response, download: PartialDownload) -> Non
             "incomplete and will be fetched again.",
             path=str(download.part),
         )
-

@@ -6,8 +6,8 @@ request_export ─► poll (Pending … ready) ─► download ─► verified f
        └─────────────────┴──────────────────────┘  at most max_reexports times
 ```
 
-DiVA expires an export file 60 minutes after making it and answers 410
-from then on; the only way on is a new export. Tokens and files are recorded
+DiVA expires an export file 60 minutes after making it and returns 410
+from then on, so the only way on is a new export. Tokens and files are recorded
 in the run directory, so a restarted run resumes where it stopped.
 """
 
@@ -139,7 +139,7 @@ def wait_for_export(
 
     Raises:
         ExportTimeoutError: Still pending after `poll_timeout_s` seconds.
-        ExportGoneError: DiVA answered 410.
+        ExportGoneError: DiVA returned 410.
     """
     started = client.clock()
     interval = poll_interval_s
@@ -158,7 +158,9 @@ def wait_for_export(
 
         spread = 1 + POLL_JITTER * (2 * _jitter.random() - 1)
         pause = min(interval * spread, poll_max_interval_s, poll_timeout_s - waited)
-        log.debug("Export %s pending; polling again in %.1f s.", mask_token(token), pause)
+        log.debug(
+            "Export %s pending; polling again in %.1f s.", mask_token(token), pause
+        )
         client.sleep(pause)
         interval = min(interval * POLL_BACKOFF, poll_max_interval_s)
 
@@ -219,7 +221,9 @@ def _request(
     compress: str,
     max_count: int | None,
 ) -> str:
-    token = client.request_export(dataset, window, compress=compress, max_count=max_count)
+    token = client.request_export(
+        dataset, window, compress=compress, max_count=max_count
+    )
     run_dir.record_token(window, token, compress=compress, max_count=max_count)
     return token
 
@@ -232,12 +236,13 @@ def _check_reexports(
     max_reexports: int,
     err: ExportGoneError,
 ) -> None:
-    shown = ", ".join(mask_token(token) for token in expired)
+    masked_tokens = ", ".join(mask_token(token) for token in expired)
     if len(expired) > max_reexports:
         raise ExportExpiredError(
             f"Export of {dataset.name} for {window or 'the default range'} expired "
-            f"before it could be downloaded: DiVA answered 410 Gone for "
-            f"{len(expired)} export(s) ({shown}), and max_reexports={max_reexports} "
+            f"before it could be downloaded: DiVA returned 410 Gone for "
+            f"{len(expired)} export(s) ({masked_tokens}), and "
+            f"max_reexports={max_reexports} "
             "allows no more. Check that nothing delays the download, or raise "
             "max_reexports.",
             status=410,

@@ -33,7 +33,7 @@ def sniff_format(path: Path) -> FileFormat:
     """Return the format of a file from its leading bytes.
 
     Anything that is neither gzip nor zip is taken as plain CSV, since DiVA
-    may answer an export uncompressed.
+    may send an export uncompressed.
     """
     with open(path, "rb") as file:
         head = file.read(4)
@@ -86,8 +86,15 @@ def _verify_zip(path: Path) -> None:
                         f"member {member.filename!r} extends past the end of the file"
                     )
             bad_member = archive.testzip()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError,
-            zlib.error, NotImplementedError, RuntimeError) as err:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        zlib.error,
+        NotImplementedError,
+        RuntimeError,
+    ) as err:
         raise DownloadError(
             f"Export file {path} is a truncated or corrupt zip archive ({err}); "
             "it must be downloaded again.",

@@ -1,4 +1,4 @@
-"""Classify DiVA's HTTP answers: success, retry, expired export, or failure.
+"""Classify DiVA's HTTP responses: success, retry, expired export, or failure.
 
 DiVA's error bodies are not documented. A JSON object with a `message` is
 common, and error codes are six digits: the HTTP status followed by three
@@ -34,7 +34,7 @@ FORBIDDEN_CODES = {
 
 
 class RetryableResponseError(TransientApiError):
-    """A 429 or 5xx answer, which the retry policy may try again.
+    """A 429 or 5xx response, which the retry policy may try again.
 
     Attributes:
         status: The HTTP status code.
@@ -48,8 +48,8 @@ class RetryableResponseError(TransientApiError):
 
 
 class ExportGoneError(ExportExpiredError):
-    """DiVA answered 410 Gone: the export file expired and must be requested
-    again. The export state machine catches it and exports anew."""
+    """DiVA returned 410 Gone because the export file expired; it must be
+    requested again. The export state machine catches it and exports anew."""
 
     token: str | None = None
     """The expired export token, masked."""
@@ -63,10 +63,10 @@ def check_response(
     secrets: list[str],
     token: str | None = None,
 ) -> None:
-    """Raise the connector's error for a failed answer; return on success.
+    """Raise the connector's error for a failed response; return on success.
 
     Args:
-        response: The answer; its body is read only when the status is an
+        response: The response; its body is read only when the status is an
             error, so a streamed download stays unread on success.
         action: What was requested, for messages (e.g. `Export request`).
         dataset: The `view/aggregation`, when the request was for one.
@@ -92,14 +92,14 @@ def check_response(
 
     if status == 429 or status >= 500:
         raise RetryableResponseError(
-            f"{subject} failed: DiVA answered {status} {reason}: {detail}",
+            f"{subject} failed: DiVA returned {status} {reason}: {detail}",
             detail=detail,
             retry_after_s=parse_retry_after(response),
             **context,
         )
     if status == 410:
         raise ExportGoneError(
-            f"{subject} failed: DiVA answered 410 Gone ({detail}); the export "
+            f"{subject} failed: DiVA returned 410 Gone ({detail}); the export "
             "file expired and must be requested again.",
             token=mask_token(token),
             **context,
@@ -108,12 +108,12 @@ def check_response(
         raise AuthError(_auth_message(subject, status, code, detail), **context)
     if status == 404:
         raise PermanentApiError(
-            f"{subject} failed: DiVA answered 404 Not Found ({detail}); check the "
+            f"{subject} failed: DiVA returned 404 Not Found ({detail}); check the "
             "dataset name (view/aggregation) and the base URL.",
             **context,
         )
     raise PermanentApiError(
-        f"{subject} failed: DiVA answered {status} {reason}: {detail}. DiVA will "
+        f"{subject} failed: DiVA returned {status} {reason}: {detail}. DiVA will "
         "not accept this request as sent; check the filters and settings.",
         **context,
     )
@@ -124,7 +124,9 @@ def describe_subject(action: str, dataset: str | None) -> str:
     return f"{action} for {dataset}" if dataset else action
 
 
-def diva_message(response: requests.Response, secrets: list[str]) -> tuple[str, str | None]:
+def diva_message(
+    response: requests.Response, secrets: list[str]
+) -> tuple[str, str | None]:
     """Return DiVA's error message, masked and shortened, and its error code."""
     text = response.content.decode("utf-8", errors="replace").strip()
     message, code = text, None
@@ -144,9 +146,9 @@ def diva_message(response: requests.Response, secrets: list[str]) -> tuple[str, 
 
 
 def parse_retry_after(response: requests.Response) -> float | None:
-    """Return the wait a `Retry-After` header asks for, in seconds, or None.
+    """Return the wait a `Retry-After` header requests, in seconds, or None.
 
-    The header holds either seconds or an HTTP date. A date is measured
+    The header contains either seconds or an HTTP date. A date is measured
     against the response's own `Date` header when present, so that a clock
     difference between DiVA and this machine does not change the wait, and
     against this machine's clock otherwise. A date in the past means no wait.
@@ -177,7 +179,7 @@ def _auth_message(subject: str, status: int, code: str | None, detail: str) -> s
     meaning = FORBIDDEN_CODES.get(code or "", "the credentials may not read this data")
     shown_code = f" {code}" if code else ""
     return (
-        f"{subject} failed: DiVA answered 403 Forbidden{shown_code}: {meaning} "
+        f"{subject} failed: DiVA returned 403 Forbidden{shown_code}: {meaning} "
         f"({detail}). Ask the program's administrator for access or change the "
         "request."
     )

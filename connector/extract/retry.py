@@ -3,7 +3,7 @@
 Retried: 429 (after `Retry-After` when DiVA sends it), 5xx, connection
 errors, timeouts, bodies cut short, and downloads that fail their integrity
 check. Everything else (400, 401, 403, 404) is raised at once, because
-sending the same request again cannot change DiVA's answer. Retries are
+sending the same request again cannot change DiVA's response. Retries are
 bounded twice: by a number of attempts and by the total time spent.
 """
 
@@ -147,8 +147,9 @@ class RetryPolicy:
         if retry_after is None or retry_after <= self.max_wait_s:
             return
         raise TransientApiError(
-            f"{describe_subject(action, dataset)} failed: DiVA answered "
-            f"{err.status} and asked to wait {retry_after:.0f} s before retrying, "
+            f"{describe_subject(action, dataset)} failed: DiVA returned "
+            f"{err.status} and requested a wait of {retry_after:.0f} s before "
+            "retrying, "
             f"longer than retry_max_wait_s={self.max_wait_s:g}. Try again later, "
             "or raise retry_max_wait_s to wait that long.",
             status=err.status,
@@ -189,7 +190,7 @@ class RetryPolicy:
 
     def _describe(self, err: Exception) -> str:
         if isinstance(err, RetryableResponseError):
-            return f"DiVA answered {err.status}: {err.detail}"
+            return f"DiVA returned {err.status}: {err.detail}"
         if isinstance(err, DivaError):
             return err.message
         text = mask_text(str(err), self.secrets)

@@ -105,7 +105,9 @@ class RunDirectory:
         run = cls(path, run_key, state, now=now)
         if state["windows"]:
             log.info(
-                "Resuming run in %s: %d window(s) recorded.", path, len(state["windows"])
+                "Resuming run in %s: %d window(s) recorded.",
+                path,
+                len(state["windows"]),
             )
         return run
 
@@ -183,7 +185,9 @@ class RunDirectory:
             try:
                 self.path.rmdir()
             except OSError:
-                log.debug("Run directory %s still holds files; kept.", self.path)
+                log.debug(
+                    "Run directory %s still contains files, so it is kept.", self.path
+                )
 
     def _entry(self, window: Window | None) -> dict[str, Any]:
         return self._state["windows"].setdefault(window_key(window), {})

@@ -1,14 +1,14 @@
 """A loopback HTTP server that plays recorded exchanges of DiVA's export cycle.
 
 It reads the `.json` case files of `tests/cases` (see their README): each
-scenario is a list of exchanges, a request to expect and the answer to give,
+scenario is a list of exchanges, a request to expect and the response to give,
 served in order. Besides the case file keys (`json`, `body_text`,
 `body_ref`, `close_after_bytes`, `chunk_size`, `when_request_has_header`,
 `repeat_last`), tests may use two of their own in a response:
 
-- `honour_range`: answer a `Range: bytes=N-` request with 206 and the rest
+- `honour_range`: respond to a `Range: bytes=N-` request with 206 and the rest
   of the body, as a server that supports resuming does.
-- `delay_s`: wait this long before answering, to provoke a read timeout.
+- `delay_s`: wait this long before responding, to provoke a read timeout.
 
 Every request is recorded, and every way a request differs from the one
 expected is listed in `mismatches`, so a test can assert there were none.
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 CASES_DIR = Path(__file__).resolve().parents[1] / "cases"
@@ -65,7 +65,7 @@ class ReplayServer:
     Args:
         exchanges: The exchanges in case-file form.
         bodies: The case's `bodies`, for `body_ref`.
-        repeat_last: Answer every request beyond the list with the last answer.
+        repeat_last: Repeat the last response for every request beyond the list.
         prefix: The path the base URL ends in, stripped before matching.
     """
 
@@ -79,7 +79,8 @@ class ReplayServer:
     ) -> None:
         self.exchanges = exchanges
         self.bodies = {
-            name: base64.b64decode(body["base64"]) for name, body in (bodies or {}).items()
+            name: base64.b64decode(body["base64"])
+            for name, body in (bodies or {}).items()
         }
         self.repeat_last = repeat_last
         self.prefix = prefix
@@ -90,7 +91,9 @@ class ReplayServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
         )
 
     @classmethod
@@ -118,7 +121,7 @@ class ReplayServer:
         """How many listed exchanges no request has reached yet."""
         return max(0, len(self.exchanges) - self._served)
 
-    def __enter__(self) -> ReplayServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -128,7 +131,7 @@ class ReplayServer:
         self._thread.join(timeout=5)
 
     def next_exchange(self, request: RecordedRequest) -> dict[str, Any] | None:
-        """Record a request and return the exchange that answers it."""
+        """Record a request and return the exchange that responds to it."""
         with self._lock:
             self.requests.append(request)
             if self._served < len(self.exchanges):
@@ -168,7 +171,7 @@ class ReplayServer:
                 )
 
     def body_of(self, response: dict[str, Any]) -> bytes:
-        """Return the body bytes an answer sends."""
+        """Return the body bytes a response sends."""
         if "json" in response:
             return json.dumps(response["json"]).encode("utf-8")
         if "body_text" in response:

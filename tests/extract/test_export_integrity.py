@@ -43,7 +43,8 @@ def test_truncated_case_file_fails_naming_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["03-header-only.csv.gz", "06-multimember.csv.gz", "07-zip-dir-and-macosx.zip"]
+    "name",
+    ["03-header-only.csv.gz", "06-multimember.csv.gz", "07-zip-dir-and-macosx.zip"],
 )
 def test_complete_case_files_pass(name):
     verify_export_file(CASES / name)
@@ -76,7 +77,7 @@ def test_truncated_zip_fails(tmp_path):
 
 def test_zip_with_bad_member_crc_fails(tmp_path):
     data = bytearray(_zip_bytes(CSV))
-    # The central directory entry holds the member's CRC-32 at offset 16;
+    # The central directory entry contains the member's CRC-32 at offset 16;
     # testzip compares the decompressed data against it.
     central = data.rfind(b"PK\x01\x02")
     data[central + 16] ^= 0xFF

@@ -42,7 +42,7 @@ def run_export(
 
 
 def decoded_csv(path: Path) -> bytes:
-    """Return the CSV bytes of a file, gunzipping only when its magic says so."""
+    """Return the CSV bytes of a file, gunzipped only if it starts with gzip magic."""
     data = path.read_bytes()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
@@ -59,15 +59,20 @@ def leftovers(work_dir: Path) -> list[Path]:
     return [p for p in work_dir.rglob("*") if p.name.endswith(".part")]
 
 
-# Case 23: the body is cut short; the same token is downloaded again, resuming
-# only on a 206 with a matching Content-Range, starting over on a 200. The
-# final file matches the recorded digest, holds 20 rows, and no partial file
-# is left.
+# Case 23: the body is cut short, so the same token is downloaded again. It
+# resumes only on a 206 with a matching Content-Range and starts over on a
+# 200. The final file matches the recorded digest and contains 20 rows, and
+# no partial file is left.
 @pytest.mark.parametrize(
     "scenario",
-    ["content-length-short-body-then-range-ignored", "chunked-transfer-cut-mid-chunk-then-ok"],
+    [
+        "content-length-short-body-then-range-ignored",
+        "chunked-transfer-cut-mid-chunk-then-ok",
+    ],
 )
-def test_interrupted_download_fetched_again(scenario, make_client, authorizations, tmp_path):
+def test_interrupted_download_fetched_again(
+    scenario, make_client, authorizations, tmp_path
+):
     case = load_case("23-download-interrupted.json")
     server = ReplayServer.from_case("23-download-interrupted.json", scenario)
     with server:
@@ -82,7 +87,7 @@ def test_interrupted_download_fetched_again(scenario, make_client, authorization
     assert leftovers(tmp_path) == []
 
 
-def test_short_body_retry_asks_for_the_rest(make_client, authorizations, tmp_path):
+def test_short_body_retry_requests_rest(make_client, authorizations, tmp_path):
     server = ReplayServer.from_case(
         "23-download-interrupted.json", "content-length-short-body-then-range-ignored"
     )
@@ -95,7 +100,9 @@ def test_short_body_retry_asks_for_the_rest(make_client, authorizations, tmp_pat
 
 # Case 24, scenario 1: waits of at least 2 s, 3 s and 1 s before the matching
 # retries, exactly one export created, 3 rows.
-def test_retry_after_seconds_and_http_date_honoured(make_client, authorizations, clock, tmp_path):
+def test_retry_after_seconds_and_http_date_honoured(
+    make_client, authorizations, clock, tmp_path
+):
     server = ReplayServer.from_case(
         "24-http-429-retry-after.json", "seconds-then-http-date-then-ok"
     )
@@ -105,20 +112,26 @@ def test_retry_after_seconds_and_http_date_honoured(make_client, authorizations,
     assert clock.sleeps[:3] == [2.0, 3.0, 1.0]
     assert len(clock.sleeps) == 4  # the three retries and one Pending poll
     assert POLL_INTERVAL_S * 0.9 <= clock.sleeps[3] <= POLL_INTERVAL_S * 1.1
-    assert [r.path for r in export_requests(server)] == ["/views/authorizations/detail/csv"] * 3
+    assert [r.path for r in export_requests(server)] == [
+        "/views/authorizations/detail/csv"
+    ] * 3
     assert data_rows(exported.path) == 3
     assert server.mismatches == []
 
 
-# Case 24, scenario 2: Retry-After asks for a day, over the cap: a clear
-# error straight away and no sleep.
-def test_retry_after_over_cap_fails_at_once(make_client, authorizations, clock, tmp_path):
+# Case 24, scenario 2: Retry-After requests a day, over the cap, so the
+# error comes straight away and nothing sleeps.
+def test_retry_after_over_cap_fails_at_once(
+    make_client, authorizations, clock, tmp_path
+):
     server = ReplayServer.from_case(
         "24-http-429-retry-after.json", "retry-after-longer-than-allowed"
     )
     with server, pytest.raises(TransientApiError) as caught:
         run_export(
-            make_client(server.base_url, retry_max_wait_s=60.0), authorizations, tmp_path
+            make_client(server.base_url, retry_max_wait_s=60.0),
+            authorizations,
+            tmp_path,
         )
 
     message = str(caught.value)
@@ -131,8 +144,12 @@ def test_retry_after_over_cap_fails_at_once(make_client, authorizations, clock, 
 
 # Case 24, scenario 3: no Retry-After and always 429: bounded attempts with
 # growing backoff, then an error naming 429 and the attempt count.
-def test_endless_429_gives_up_after_attempts(make_client, authorizations, clock, tmp_path):
-    server = ReplayServer.from_case("24-http-429-retry-after.json", "no-retry-after-always-429")
+def test_endless_429_gives_up_after_attempts(
+    make_client, authorizations, clock, tmp_path
+):
+    server = ReplayServer.from_case(
+        "24-http-429-retry-after.json", "no-retry-after-always-429"
+    )
     with server, pytest.raises(TransientApiError) as caught:
         run_export(
             make_client(server.base_url, retry_max_attempts=4), authorizations, tmp_path
@@ -152,7 +169,9 @@ def test_endless_429_gives_up_after_attempts(make_client, authorizations, clock,
 # Case 26, scenario 1: 410 means "export again", not a transient fault: the
 # dead token is not retried, one new export is requested and polled, 3 rows.
 def test_expired_export_requested_again(make_client, authorizations, clock, tmp_path):
-    server = ReplayServer.from_case("26-download-410-expired.json", "410-then-export-again")
+    server = ReplayServer.from_case(
+        "26-download-410-expired.json", "410-then-export-again"
+    )
     with server:
         exported = run_export(
             make_client(server.base_url), authorizations, tmp_path, max_reexports=1
@@ -172,9 +191,13 @@ def test_expired_export_requested_again(make_client, authorizations, clock, tmp_
 # Case 26, scenario 2: the re-export's file is gone too; after the bounded
 # number of re-exports, a clear error naming both tokens and the 410.
 def test_expired_twice_fails_naming_both_tokens(make_client, authorizations, tmp_path):
-    server = ReplayServer.from_case("26-download-410-expired.json", "410-again-after-re-export")
+    server = ReplayServer.from_case(
+        "26-download-410-expired.json", "410-again-after-re-export"
+    )
     with server, pytest.raises(ExportExpiredError) as caught:
-        run_export(make_client(server.base_url), authorizations, tmp_path, max_reexports=1)
+        run_export(
+            make_client(server.base_url), authorizations, tmp_path, max_reexports=1
+        )
 
     message = str(caught.value)
     assert "410" in message
@@ -216,7 +239,9 @@ def test_text_csv_body_stored_byte_for_byte(make_client, authorizations, tmp_pat
         ("plain-gzip-no-content-encoding", "gzip"),
     ],
 )
-def test_content_encoding_undone_once(scenario, stored_format, make_client, authorizations, tmp_path):
+def test_content_encoding_undone_once(
+    scenario, stored_format, make_client, authorizations, tmp_path
+):
     case = load_case("12-http-content-encoding-gzip.json")
     server = ReplayServer.from_case("12-http-content-encoding-gzip.json", scenario)
     with server:

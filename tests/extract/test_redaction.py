@@ -92,7 +92,9 @@ def test_scrub_exception_masks_the_whole_chain():
 
 
 def _record(msg, *args, exc_info=None):
-    return logging.LogRecord("connector.test", logging.INFO, __file__, 1, msg, args, exc_info)
+    return logging.LogRecord(
+        "connector.test", logging.INFO, __file__, 1, msg, args, exc_info
+    )
 
 
 def test_secrets_filter_masks_message_and_args():
@@ -150,3 +152,11 @@ def test_mask_text_combines_secrets_and_urls():
 
     assert "secret-x" not in masked
     assert "3f9c2a7e5b1d4c08" not in masked
+
+
+def test_mask_text_shortens_token_in_json_and_prose():
+    text = 'body {"token": "3f9c2a7e5b1d4c08.csv.gz"} and token=8d41e0b6a2c97f15.csv.gz'
+
+    masked = mask_text(text)
+
+    assert masked == 'body {"token": "3f9c2a….csv.gz"} and token=8d41e0….csv.gz'
