@@ -107,24 +107,31 @@ class StagingMerger:
         """Drop the staging table when it outlives the transaction."""
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.quote(self.stage)}")
 
-    def merge(self, mode: str) -> MergeCounts:
-        """Write the staged rows into the target table as `mode` asks."""
+    def merge(self, mode: str, rows_staged: int) -> MergeCounts:
+        """Write the staged rows into the target table as `mode` asks.
+
+        `rows_staged` is the number of rows staged; when it equals the number
+        of distinct keys, the merge reads the staging table as it is and
+        skips ranking duplicates.
+        """
+        written, existing = self._count_keys(rows_staged)
+        self._has_duplicates = written < rows_staged
         if mode == "replace":
             deleted = self.conn.exec_driver_sql(f"DELETE FROM {self._target}").rowcount
-            written = self._insert_selected()
+            self._insert_selected()
             return MergeCounts(written, inserted=written, updated=0, deleted=deleted)
         if mode == "append":
             self._check_no_conflict()
-            written = self._insert_selected()
+            self._insert_selected()
             return MergeCounts(written, inserted=written, updated=0)
-        return self.upsert()
+        return self.upsert(written, existing)
 
-    def upsert(self) -> MergeCounts:
-        """Replace the rows of staged keys, then insert every staged row."""
-        written, existing = self._count_staged_keys()
+    def upsert(self, written: int, existing: int) -> MergeCounts:
+        """Delete the rows of staged keys, then insert the selected staged rows."""
         deleted = self.conn.exec_driver_sql(
             f"DELETE FROM {self._target} WHERE EXISTS "
-            f"(SELECT 1 FROM {self.quote(self.stage)} s WHERE {self._key_join('s', self._target)})"
+            f"(SELECT 1 FROM {self.quote(self.stage)} s "
+            f"WHERE {self._key_join('s', self._target)})"
         ).rowcount
         self._insert_selected()
         return MergeCounts(
@@ -145,10 +152,14 @@ class StagingMerger:
         )
 
     def selected_rows(self) -> str:
-        """Return a SELECT of the staged rows, one per key: the latest wins."""
+        """Return a SELECT of the staged rows, one per key: the latest wins.
+
+        The SELECT always ends in a WHERE clause, which SQLite needs before
+        ON CONFLICT to parse an INSERT ... SELECT upsert.
+        """
         stage = self.quote(self.stage)
-        if not self.dataset.key:
-            return f"SELECT {self._column_list()} FROM {stage}"
+        if not self.dataset.key or not self._has_duplicates:
+            return f"SELECT {self._column_list()} FROM {stage} WHERE 1 = 1"
 
         order = [f"{self.quote(SEQUENCE_COLUMN)} DESC"]
         if self.dataset.date_column:
@@ -167,25 +178,21 @@ class StagingMerger:
             f"AS {rank} FROM {stage}) ranked WHERE {rank} = 1"
         )
 
-    def _insert_selected(self) -> int:
-        result = self.conn.exec_driver_sql(
+    def _insert_selected(self) -> None:
+        self.conn.exec_driver_sql(
             f"INSERT INTO {self._target} ({self._column_list()}) {self.selected_rows()}"
         )
-        if result.rowcount is not None and result.rowcount >= 0:
-            return result.rowcount
-        return self._count_staged_keys()[0]
 
-    def _count_staged_keys(self) -> tuple[int, int]:
+    def _count_keys(self, rows_staged: int) -> tuple[int, int]:
         """Return the number of distinct staged keys and how many the table holds."""
         if not self.dataset.key:
-            count = self.conn.exec_driver_sql(
-                f"SELECT count(*) FROM {self.quote(self.stage)}"
-            )
-            return count.scalar_one(), 0
+            return rows_staged, 0
+        keys = ", ".join(self.quote(k) for k in self.dataset.key)
         first_key = self.quote(self.dataset.key[0])
         row = self.conn.exec_driver_sql(
-            f"SELECT count(*), count(t.{first_key}) FROM ({self.selected_rows()}) r "
-            f"LEFT JOIN {self._target} t ON {self._key_join('r', 't')}"
+            f"SELECT count(*), count(t.{first_key}) "
+            f"FROM (SELECT DISTINCT {keys} FROM {self.quote(self.stage)}) s "
+            f"LEFT JOIN {self._target} t ON {self._key_join('s', 't')}"
         ).one()
         return int(row[0]), int(row[1])
 
@@ -194,7 +201,7 @@ class StagingMerger:
             return
         keys = ", ".join(f"r.{self.quote(k)}" for k in self.dataset.key)
         conflict = self.conn.exec_driver_sql(
-            f"SELECT {keys} FROM ({self.selected_rows()}) r "
+            f"SELECT {keys} FROM {self.quote(self.stage)} r "
             f"JOIN {self._target} t ON {self._key_join('r', 't')}"
         ).first()
         if conflict is not None:
@@ -205,14 +212,21 @@ class StagingMerger:
                 key=dict(zip(self.dataset.key, conflict, strict=True)),
             )
 
-    def _changed_condition(self, new_prefix: str, operator: str) -> str | None:
+    def _conflict_action(self, new_row: str, distinct_operator: str) -> str:
+        """Return the ON CONFLICT clause that updates only rows that change."""
+        keys = ", ".join(self.quote(k) for k in self.dataset.key)
         others = [c for c in self.columns if c not in self.dataset.key]
         if not others:
-            return None
-        return " OR ".join(
-            f"{self._target}.{self.quote(c)} {operator} {new_prefix}.{self.quote(c)}"
+            return f"ON CONFLICT ({keys}) DO NOTHING"
+        updates = ", ".join(
+            f"{self.quote(c)} = {new_row}.{self.quote(c)}" for c in others
+        )
+        changed = " OR ".join(
+            f"{self._target}.{self.quote(c)} {distinct_operator} "
+            f"{new_row}.{self.quote(c)}"
             for c in others
         )
+        return f"ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE {changed}"
 
 
 class PostgresMerger(StagingMerger):
@@ -241,30 +255,28 @@ class PostgresMerger(StagingMerger):
     def drop_stage(self) -> None:
         """Do nothing: the staging table is dropped at commit or rollback."""
 
-    def upsert(self) -> MergeCounts:
+    def upsert(self, written: int, existing: int) -> MergeCounts:
         """Merge in one statement that reports inserts and updates."""
-        keys = ", ".join(self.quote(k) for k in self.dataset.key)
-        changed = self._changed_condition("EXCLUDED", "IS DISTINCT FROM")
-        if changed is None:
-            action = "DO NOTHING"
-        else:
-            updates = ", ".join(
-                f"{self.quote(c)} = EXCLUDED.{self.quote(c)}"
-                for c in self.columns
-                if c not in self.dataset.key
-            )
-            action = f"DO UPDATE SET {updates} WHERE {changed}"
+        action = self._conflict_action("EXCLUDED", "IS DISTINCT FROM")
         statement = (
-            f"WITH selected AS MATERIALIZED ({self.selected_rows()}), "
-            f"merged AS (INSERT INTO {self._target} ({self._column_list()}) "
-            f"SELECT {self._column_list()} FROM selected "
-            f"ON CONFLICT ({keys}) {action} RETURNING (xmax = 0) AS inserted) "
-            "SELECT (SELECT count(*) FROM selected), "
-            "count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) "
-            "FROM merged"
+            f"WITH merged AS (INSERT INTO {self._target} ({self._column_list()}) "
+            f"{self.selected_rows()} {action} RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), "
+            "count(*) FILTER (WHERE NOT inserted) FROM merged"
         )
-        written, inserted, updated = self.conn.exec_driver_sql(statement).one()
+        inserted, updated = self.conn.exec_driver_sql(statement).one()
         return MergeCounts(written, inserted=inserted, updated=updated)
+
+    def _count_keys(self, rows_staged: int) -> tuple[int, int]:
+        """Return the number of distinct staged keys; `xmax` tells the rest."""
+        if not self.dataset.key:
+            return rows_staged, 0
+        keys = ", ".join(self.quote(k) for k in self.dataset.key)
+        written = self.conn.exec_driver_sql(
+            f"SELECT count(*) FROM (SELECT DISTINCT {keys} "
+            f"FROM {self.quote(self.stage)}) s"
+        ).scalar_one()
+        return written, 0
 
 
 class MySqlMerger(StagingMerger):
@@ -296,9 +308,8 @@ class MySqlMerger(StagingMerger):
             f"DROP TEMPORARY TABLE IF EXISTS {self.quote(self.stage)}"
         )
 
-    def upsert(self) -> MergeCounts:
+    def upsert(self, written: int, existing: int) -> MergeCounts:
         """Merge with one `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`."""
-        written, existing = self._count_staged_keys()
         updates = (
             ", ".join(
                 f"{self.quote(c)} = VALUES({self.quote(c)})"
@@ -351,25 +362,12 @@ class SqliteMerger(StagingMerger):
             f"INSERT INTO {self.quote(self.stage)} ({columns}) VALUES ({marks})", rows
         )
 
-    def upsert(self) -> MergeCounts:
+    def upsert(self, written: int, existing: int) -> MergeCounts:
         """Merge with one `INSERT ... SELECT ... ON CONFLICT DO UPDATE`."""
-        written, existing = self._count_staged_keys()
-        keys = ", ".join(self.quote(k) for k in self.dataset.key)
-        changed = self._changed_condition("excluded", "IS NOT")
-        if changed is None:
-            action = "DO NOTHING"
-        else:
-            updates = ", ".join(
-                f"{self.quote(c)} = excluded.{self.quote(c)}"
-                for c in self.columns
-                if c not in self.dataset.key
-            )
-            action = f"DO UPDATE SET {updates} WHERE {changed}"
-        # selected_rows() ends in a WHERE clause, which SQLite needs before
-        # ON CONFLICT to parse an INSERT ... SELECT upsert.
+        action = self._conflict_action("excluded", "IS NOT")
         changes = self.conn.exec_driver_sql(
-            f"INSERT INTO {self._target} ({self._column_list()}) {self.selected_rows()} "
-            f"ON CONFLICT ({keys}) {action}"
+            f"INSERT INTO {self._target} ({self._column_list()}) "
+            f"{self.selected_rows()} {action}"
         ).rowcount
         inserted = written - existing
         return MergeCounts(written, inserted=inserted, updated=changes - inserted)

@@ -159,7 +159,7 @@ class SqlBatchWriter:
         self._require_open()
         action = f"Loading into {self.sink} failed"
         with self._rolled_back_on_error(action, window, export_token):
-            counts = self._merger.merge(self.mode)
+            counts = self._merger.merge(self.mode, self.rows_read)
             row = self._audit_row("succeeded", window, export_token, counts)
             self.connection.execute(self._audit.insert(), row)
             if self.fail_before_commit is not None:
