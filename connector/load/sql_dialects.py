@@ -34,7 +34,7 @@ import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 
 from connector.errors import LoadError
-from connector.load.sql_schema import family, sql_type, table_options
+from connector.load.sql_schema import family, qualified_name, sql_type, table_options
 
 if TYPE_CHECKING:
     from connector.datasets import Dataset
@@ -130,8 +130,8 @@ class StagingMerger:
         """Delete the rows of staged keys, then insert the selected staged rows."""
         deleted = self.conn.exec_driver_sql(
             f"DELETE FROM {self._target} WHERE EXISTS "
-            f"(SELECT 1 FROM {self.quote(self.stage)} s "
-            f"WHERE {self._key_join('s', self._target)})"
+            f"(SELECT 1 FROM {self.quote(self.stage)} staged "
+            f"WHERE {self._key_join('staged', self._target)})"
         ).rowcount
         self._insert_selected()
         return MergeCounts(
@@ -140,7 +140,7 @@ class StagingMerger:
 
     @property
     def _target(self) -> str:
-        return self.quote(self.table)
+        return qualified_name(self.table, self.conn.dialect)
 
     def _column_list(self, prefix: str = "") -> str:
         return ", ".join(prefix + self.quote(name) for name in self.columns)
@@ -191,8 +191,8 @@ class StagingMerger:
         first_key = self.quote(self.dataset.key[0])
         row = self.conn.exec_driver_sql(
             f"SELECT count(*), count(t.{first_key}) "
-            f"FROM (SELECT DISTINCT {keys} FROM {self.quote(self.stage)}) s "
-            f"LEFT JOIN {self._target} t ON {self._key_join('s', 't')}"
+            f"FROM (SELECT DISTINCT {keys} FROM {self.quote(self.stage)}) staged "
+            f"LEFT JOIN {self._target} t ON {self._key_join('staged', 't')}"
         ).one()
         return int(row[0]), int(row[1])
 
@@ -213,7 +213,11 @@ class StagingMerger:
             )
 
     def _conflict_action(self, new_row: str, distinct_operator: str) -> str:
-        """Return the ON CONFLICT clause that updates only rows that change."""
+        """Return the ON CONFLICT clause that updates only rows that change.
+
+        The clause names the target table `existing`, so the INSERT must give
+        it that alias.
+        """
         keys = ", ".join(self.quote(k) for k in self.dataset.key)
         others = [c for c in self.columns if c not in self.dataset.key]
         if not others:
@@ -222,8 +226,7 @@ class StagingMerger:
             f"{self.quote(c)} = {new_row}.{self.quote(c)}" for c in others
         )
         changed = " OR ".join(
-            f"{self._target}.{self.quote(c)} {distinct_operator} "
-            f"{new_row}.{self.quote(c)}"
+            f"existing.{self.quote(c)} {distinct_operator} {new_row}.{self.quote(c)}"
             for c in others
         )
         return f"ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE {changed}"
@@ -259,7 +262,8 @@ class PostgresMerger(StagingMerger):
         """Merge in one statement that reports inserts and updates."""
         action = self._conflict_action("EXCLUDED", "IS DISTINCT FROM")
         statement = (
-            f"WITH merged AS (INSERT INTO {self._target} ({self._column_list()}) "
+            f"WITH merged AS (INSERT INTO {self._target} AS existing "
+            f"({self._column_list()}) "
             f"{self.selected_rows()} {action} RETURNING (xmax = 0) AS inserted) "
             "SELECT count(*) FILTER (WHERE inserted), "
             "count(*) FILTER (WHERE NOT inserted) FROM merged"
@@ -366,7 +370,7 @@ class SqliteMerger(StagingMerger):
         """Merge with one `INSERT ... SELECT ... ON CONFLICT DO UPDATE`."""
         action = self._conflict_action("excluded", "IS NOT")
         changes = self.conn.exec_driver_sql(
-            f"INSERT INTO {self._target} ({self._column_list()}) "
+            f"INSERT INTO {self._target} AS existing ({self._column_list()}) "
             f"{self.selected_rows()} {action}"
         ).rowcount
         inserted = written - existing

@@ -89,6 +89,19 @@ def family(dialect: sa.Dialect) -> str:
     return "generic"
 
 
+def split_table_name(name: str) -> tuple[str | None, str]:
+    """Split `schema.table` into its schema (None when absent) and table name."""
+    schema, _, table = name.rpartition(".")
+    return schema or None, table
+
+
+def qualified_name(name: str, dialect: sa.Dialect) -> str:
+    """Return `name` (`table` or `schema.table`) quoted for `dialect`."""
+    quote = dialect.identifier_preparer.quote_identifier
+    schema, table = split_table_name(name)
+    return f"{quote(schema)}.{quote(table)}" if schema else quote(table)
+
+
 def sql_type(column_type: ColumnType, dialect: sa.Dialect) -> sa.types.TypeEngine:
     """Return the SQL type that stores `column_type` exactly in `dialect`."""
     kind = family(dialect)
@@ -146,14 +159,16 @@ def target_table(
         )
         for column in dataset.columns
     ]
-    return sa.Table(name, metadata, *columns, **table_options(dialect))
+    schema, table = split_table_name(name)
+    return sa.Table(table, metadata, *columns, schema=schema, **table_options(dialect))
 
 
 def audit_table(name: str, dialect: sa.Dialect, metadata: sa.MetaData) -> sa.Table:
     """Describe the audit table: one row per load, succeeded or failed."""
     timestamp = _utc_timestamp()
+    schema, table = split_table_name(name)
     return sa.Table(
-        name,
+        table,
         metadata,
         sa.Column("load_id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("dataset", sa.String(200), nullable=False),
@@ -172,14 +187,16 @@ def audit_table(name: str, dialect: sa.Dialect, metadata: sa.MetaData) -> sa.Tab
         sa.Column("finished_at", timestamp),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", sa.Text),
+        schema=schema,
         **table_options(dialect),
     )
 
 
 def rejects_table(name: str, dialect: sa.Dialect, metadata: sa.MetaData) -> sa.Table:
     """Describe the rejects table: the columns of `rejects_schema()` plus the load."""
+    schema, table = split_table_name(name)
     return sa.Table(
-        name,
+        table,
         metadata,
         sa.Column("dataset", sa.String(200), nullable=False),
         sa.Column("load_started_at", _utc_timestamp(), nullable=False),
@@ -188,6 +205,7 @@ def rejects_table(name: str, dialect: sa.Dialect, metadata: sa.MetaData) -> sa.T
         sa.Column("column", sa.Text),
         sa.Column("reason", sa.Text),
         sa.Column("record", sa.Text),
+        schema=schema,
         **table_options(dialect),
     )
 
@@ -212,13 +230,15 @@ def reflect_columns(
     conn: sa.Connection, table: str
 ) -> dict[str, ExistingColumn] | None:
     """Return the columns of `table` by lower-cased name, or None when it is absent."""
-    if not sa.inspect(conn).has_table(table):
+    schema, name = split_table_name(table)
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(name, schema=schema):
         return None
     if family(conn.dialect) == "sqlite":
-        return _reflect_sqlite(conn, table)
+        return _reflect_sqlite(conn, schema, name)
 
     columns = {}
-    for info in sa.inspect(conn).get_columns(table):
+    for info in inspector.get_columns(name, schema=schema):
         reflected = info["type"]
         columns[info["name"].lower()] = ExistingColumn(
             name=info["name"],
@@ -229,11 +249,14 @@ def reflect_columns(
     return columns
 
 
-def _reflect_sqlite(conn: sa.Connection, table: str) -> dict[str, ExistingColumn]:
+def _reflect_sqlite(
+    conn: sa.Connection, schema: str | None, table: str
+) -> dict[str, ExistingColumn]:
     # SQLAlchemy reflects DECIMAL_TEXT as NullType, so the declared type text
     # is parsed here instead.
-    quoted = conn.dialect.identifier_preparer.quote_identifier(table)
-    rows = conn.exec_driver_sql(f"PRAGMA table_info({quoted})").all()
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    pragma = f"PRAGMA {quote(schema)}.table_info" if schema else "PRAGMA table_info"
+    rows = conn.exec_driver_sql(f"{pragma}({quote(table)})").all()
     return {
         row[1].lower(): ExistingColumn(
             name=row[1],
@@ -357,7 +380,8 @@ def plan_evolution(
             # Rows already in the table have no value, so a new column is
             # always nullable.
             statements.append(
-                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column.name)} {new_sql}"
+                f"ALTER TABLE {qualified_name(table, dialect)} "
+                f"ADD COLUMN {quote(column.name)} {new_sql}"
             )
             continue
 
@@ -384,7 +408,7 @@ def _widen_statement(
     table: str, found: ExistingColumn, new_sql: str, dialect: sa.Dialect
 ) -> str | None:
     quote = dialect.identifier_preparer.quote_identifier
-    target, column = quote(table), quote(found.name)
+    target, column = qualified_name(table, dialect), quote(found.name)
     match family(dialect):
         case "sqlite":
             # NOTE: SQLite cannot change a column's declared type without

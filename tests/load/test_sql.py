@@ -375,6 +375,28 @@ def test_portable_merge_upserts(warehouse, monkeypatch):
     )
 
 
+def test_schema_qualified_table_name(warehouse):
+    schema = {"postgresql": "public", "mysql": "test", "sqlite": "main"}[warehouse.kind]
+    options = {"audit_table": f"{schema}.{warehouse.audit}"}
+    wider = make_dataset(
+        [*((c.name, c.diva_type) for c in SMALL.columns), ("n", "int")]
+    )
+
+    for dataset, rows in (
+        (SMALL, [small_row("a")]),
+        (wider, [small_row("a", 1, "2.00")]),
+    ):
+        writer = open_warehouse_writer(
+            warehouse.url, f"{schema}.{warehouse.table}", dataset, **options
+        )
+        writer.write(make_batch(dataset, rows))
+        result = writer.commit(WINDOW, None)
+
+    assert result.rows_updated == 1
+    assert warehouse.rows()[("a",)]["amount"] == Decimal("2.00")
+    assert "n" in warehouse.column_types()
+
+
 # --- schema evolution -------------------------------------------------------
 
 
