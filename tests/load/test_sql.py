@@ -182,9 +182,18 @@ class Warehouse:
         self.engine.dispose()
 
 
-@pytest.fixture
-def warehouse(warehouse_url):
-    created = Warehouse(warehouse_url)
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb", "mariadb-load-data"])
+def warehouse(request):
+    """Each database in turn; MariaDB also staging through LOAD DATA LOCAL INFILE."""
+    if request.param == "sqlite":
+        url = request.getfixturevalue("sqlite_url")
+    elif request.param == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = request.getfixturevalue("mariadb_url")
+    if request.param == "mariadb-load-data":
+        url += "?local_infile=1"
+    created = Warehouse(url)
     yield created
     created.drop()
 
