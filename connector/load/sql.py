@@ -3,7 +3,7 @@
 `open_warehouse_writer` connects to PostgreSQL (psycopg 3), MariaDB or MySQL
 (PyMySQL), SQLite, or any other SQLAlchemy dialect, creates or evolves the
 target table from the dataset's schema, and returns a `BatchWriter`. Batches
-are staged in a temporary table inside the load's transaction; `commit`
+are staged in a temporary table inside the load's transaction. `commit`
 merges them into the target table, writes an audit row and commits, so the
 table shows either all of a load or none of it. Column types, SQLite's exact
 decimals and schema evolution are described in `connector.load.sql_schema`,

@@ -6,7 +6,8 @@ table once, keeps for each key the row with the latest date (the later row in
 file order on a tie), and writes it into the target table:
 
 - PostgreSQL: `COPY ... FROM STDIN` in CSV, then one `INSERT ... SELECT ...
-  ON CONFLICT (key) DO UPDATE`, whose `xmax = 0` tells inserts from updates.
+  ON CONFLICT (key) DO UPDATE`, whose `xmax = 0`
+  distinguishes inserts from updates.
 - MariaDB/MySQL: multi-row `INSERT` through `executemany`, then
   `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE`.
 - SQLite: `executemany`, then `INSERT ... SELECT ... ON CONFLICT DO UPDATE`.
@@ -50,7 +51,7 @@ _RANK_COLUMN = "_diva_rank"
 
 @dataclass
 class MergeCounts:
-    """What a merge did to the target table.
+    """Row counts of one merge into the target table.
 
     Attributes:
         written: Distinct rows written (after dropping superseded duplicates).
@@ -110,7 +111,7 @@ class StagingMerger:
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.quote(self.stage)}")
 
     def merge(self, mode: str, rows_staged: int) -> MergeCounts:
-        """Write the staged rows into the target table as `mode` asks.
+        """Write the staged rows into the target table according to `mode`.
 
         `rows_staged` is the number of rows staged; when it equals the number
         of distinct keys, the merge reads the staging table as it is and
@@ -274,7 +275,7 @@ class PostgresMerger(StagingMerger):
         return MergeCounts(written, inserted=inserted, updated=updated)
 
     def _count_keys(self, rows_staged: int) -> tuple[int, int]:
-        """Return the number of distinct staged keys; `xmax` tells the rest."""
+        """Return the number of distinct staged keys; the merge counts the rest."""
         if not self.dataset.key:
             return rows_staged, 0
         keys = ", ".join(self.quote(k) for k in self.dataset.key)

@@ -14,7 +14,7 @@ Each dataset column type maps to one SQL type per dialect:
 SQLite has no exact decimal storage: a column declared NUMERIC converts
 `"25.00"` to an integer or a float. The declared type `DECIMAL_TEXT(p,s)`
 contains `TEXT`, so SQLite gives it text affinity and keeps the canonical
-fixed-point string (`-0.000000001`, `25.00`) as written; `Decimal(value)`
+fixed-point string (`-0.000000001`, `25.00`) as written. `Decimal(value)`
 reads it back exactly.
 
 An existing table is compared with the dataset: missing columns are added,
@@ -148,7 +148,7 @@ def table_options(dialect: sa.Dialect) -> dict[str, str]:
 def target_table(
     name: str, dataset: Dataset, dialect: sa.Dialect, metadata: sa.MetaData
 ) -> sa.Table:
-    """Describe the table that holds `dataset`, primary key on its key."""
+    """Describe the table that stores `dataset`, with its key as primary key."""
     columns = [
         sa.Column(
             column.name,
@@ -328,7 +328,7 @@ def _timestamp_type_of(reflected: sa.DateTime) -> ColumnType:
     return ColumnType("timestamp", precision=6 if precision is None else precision)
 
 
-def wanted_type(column: Column) -> ColumnType:
+def expected_type(column: Column) -> ColumnType:
     """Return the dataset column's type in the form `reflect_columns` reports."""
     if column.type.kind == "timestamp":
         return ColumnType("timestamp", precision=6)
@@ -385,7 +385,7 @@ def plan_evolution(
             )
             continue
 
-        widening = is_widening(found.type, wanted_type(column))
+        widening = is_widening(found.type, expected_type(column))
         if widening is None:
             continue
         if not widening:

@@ -88,7 +88,7 @@ class SqlBatchWriter:
         except sa.exc.DBAPIError as err:
             self._dispose_engine()
             raise LoadError(
-                f"Cannot connect to {self.sink}: {describe_error(err)}. Check the "
+                f"Connecting to {self.sink} failed: {describe_error(err)}. Check the "
                 "warehouse URL and that the database is running.",
                 table=self.table,
             ) from err
@@ -111,7 +111,7 @@ class SqlBatchWriter:
         """Stage one batch whose schema is the dataset's Arrow schema.
 
         Raises:
-            LoadError: The batch lacks a column, a string is longer than its
+            LoadError: The batch is missing a column, a string is longer than its
                 column allows, or the database rejected a value. The load is
                 rolled back and the writer closed.
         """
@@ -250,7 +250,7 @@ class SqlBatchWriter:
         missing = [n for n in self._schema.names if n not in batch.schema.names]
         if missing:
             raise LoadError(
-                f"A batch for {self.dataset.name} lacks the columns "
+                f"A batch for {self.dataset.name} is missing the columns "
                 f"{', '.join(missing)}; cast it to the dataset's schema first.",
                 column=missing[0],
             )
@@ -381,7 +381,7 @@ class SqlBatchWriter:
                 )
         except Exception as err:  # noqa: BLE001 - the load error matters more
             log.warning(
-                "Could not record the %s load of %s in %s: %s",
+                "Recording the %s load of %s in %s failed: %s",
                 status,
                 self.dataset.name,
                 self.audit_table_name,
@@ -437,7 +437,8 @@ def mask_export_token(token: str | None) -> str | None:
 
 
 def describe_error(err: BaseException) -> str:
-    """Return a short message for `err`: the driver's text without SQL or values."""
+    """Return a short message for `err`: the driver's text, without the SQL statement
+    and its parameters."""
     if isinstance(err, sa.exc.DBAPIError) and err.orig is not None:
         text = str(err.orig)
     else:
