@@ -67,7 +67,12 @@ class MergeCounts:
 
 
 class StagingMerger:
-    """Stage batches and merge them with portable SQL (any SQLAlchemy dialect)."""
+    """Stage batches and merge them with portable SQL (any SQLAlchemy dialect).
+
+    NOTE: this portable path is tested on SQLite only. A database whose
+    temporary tables need other syntax (SQL Server's `#name`) or that lacks
+    ROW_NUMBER() would need a merger of its own.
+    """
 
     def __init__(
         self, conn: sa.Connection, table: str, dataset: Dataset, stage: str

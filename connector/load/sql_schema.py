@@ -427,4 +427,6 @@ def _widen_statement(
         case "mysql":
             null_sql = "NULL" if found.nullable else "NOT NULL"
             return f"ALTER TABLE {target} MODIFY COLUMN {column} {new_sql} {null_sql}"
+    # NOTE: other dialects get PostgreSQL's form as well, which SQL Server
+    # and Oracle reject; widen such columns by hand until they get their own.
     return f"ALTER TABLE {target} ALTER COLUMN {column} TYPE {new_sql}"

@@ -363,6 +363,36 @@ def test_replace_swaps_all_rows(warehouse):
     assert result.rows_written == 2
 
 
+def test_without_date_column_later_row_wins(warehouse):
+    undated = make_dataset(
+        [("token", "varchar(36)"), ("state", "varchar(20)")], date_column=None
+    )
+    rows = [{"token": "a", "state": "FIRST"}, {"token": "a", "state": "LAST"}]
+
+    result = warehouse.load(
+        undated, make_batch(undated, rows[:1]), make_batch(undated, rows[1:])
+    )
+
+    assert warehouse.rows(undated)[("a",)]["state"] == "LAST"
+    assert result.rows_superseded == 1
+
+
+def test_keyless_dataset_appends_every_row(warehouse):
+    keyless = make_dataset(
+        [("token", "varchar(36)"), ("state", "varchar(20)")], key=(), date_column=None
+    )
+    rows = [{"token": "a", "state": "X"}, {"token": "a", "state": "X"}]
+
+    first = warehouse.load(keyless, make_batch(keyless, rows), mode="append")
+    second = warehouse.load(keyless, make_batch(keyless, rows[:1]), mode="replace")
+
+    assert (first.rows_written, first.rows_superseded) == (2, 0)
+    assert second.rows_written == 1
+    with warehouse.engine.connect() as conn:
+        count = conn.exec_driver_sql(f"SELECT count(*) FROM {warehouse.table}")
+        assert count.scalar_one() == 1
+
+
 def test_portable_merge_upserts(warehouse, monkeypatch):
     monkeypatch.setattr(sql_writer, "merger_for", sql_dialects.StagingMerger)
     warehouse.load(SMALL, make_batch(SMALL, [small_row("a"), small_row("b")]))
