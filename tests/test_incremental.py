@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -81,7 +81,7 @@ def test_state_table_in_warehouse(sandbox, sandbox_settings, warehouse_url, tabl
 def test_zero_rows_after_full_runs_warns(sandbox, sandbox_settings, tmp_path, caplog):
     settings = sandbox_settings(parquet=str(tmp_path / "lake"))
     dataset = load_dataset(DATASET)
-    future = sandbox.today()
+    future = sandbox.today() + timedelta(days=1)
     run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 1))
 
     with caplog.at_level(logging.WARNING, logger="connector"):
@@ -94,7 +94,7 @@ def test_zero_rows_after_full_runs_warns(sandbox, sandbox_settings, tmp_path, ca
 def test_fail_on_empty_raises(sandbox, sandbox_settings, tmp_path):
     settings = sandbox_settings(parquet=str(tmp_path / "lake"), fail_on_empty=True)
     dataset = load_dataset(DATASET)
-    future = sandbox.today()
+    future = sandbox.today() + timedelta(days=1)
     run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 1))
 
     with pytest.raises(EmptyRunError, match="zero rows"):
