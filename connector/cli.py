@@ -6,11 +6,12 @@ or configuration (including refused credentials), 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,38 @@ def _mask(text: str) -> str:
     return mask_secrets(text, _secrets)
 
 
+@contextlib.contextmanager
+def _live_progress(enabled: bool) -> Iterator[None]:
+    """Show a live progress line on a terminal; do nothing elsewhere."""
+    from connector import progress
+
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    with progress.tracking() as counters:
+
+        class _Line:
+            def __rich__(self) -> Text:
+                return Text(progress.describe(counters.snapshot()), style="dim")
+
+        with Live(_Line(), console=Console(stderr=True), refresh_per_second=4,
+                  transient=True, redirect_stderr=True):
+            yield
+
+
+_show_progress = True
+
+
 def _configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
     from connector.redaction import SecretsFilter
 
+    global _show_progress
+    _show_progress = not quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -206,14 +236,16 @@ def run(dataset: str | None, run_every: bool, start: str | None, end: str | None
     if dry_run:
         _print_dry_run(resolved, settings, first, last)
         return
-    summary = run_incremental(resolved, settings, start=first, end=last)
+    with _live_progress(_show_progress and not as_json):
+        summary = run_incremental(resolved, settings, start=first, end=last)
     _print_summary(summary, as_json)
 
 
 def _run_every(settings: Any, as_json: bool) -> None:
     from connector.incremental import run_all
 
-    outcomes = run_all(settings)
+    with _live_progress(_show_progress and not as_json):
+        outcomes = run_all(settings)
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if as_json:
         click.echo(json.dumps([
@@ -278,7 +310,8 @@ def load(file: Path, dataset: str, config: Path | None, as_json: bool,
     from connector.pipeline import load_file
 
     settings = _load_settings(config, **flags)
-    summary = load_file(file, load_dataset(dataset), settings)
+    with _live_progress(_show_progress and not as_json):
+        summary = load_file(file, load_dataset(dataset), settings)
     _print_summary(summary, as_json)
 
 
@@ -387,8 +420,9 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
     if last < first:
         raise ConfigError(f"--end {last} is before --start {first}; swap them.")
     days = _parse_days(window_size)
-    result = run_backfill(load_dataset(dataset), first, last, settings,
-                          window_days=days)
+    with _live_progress(_show_progress and not as_json):
+        result = run_backfill(load_dataset(dataset), first, last, settings,
+                              window_days=days)
     if as_json:
         click.echo(json.dumps({
             "dataset": result.dataset,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector import progress
 from connector.datasets import Dataset
 from connector.errors import ConfigError, TruncatedExportError
 from connector.load.base import BatchWriter, LoadResult
@@ -188,6 +189,7 @@ def load_parts(
 
         token = parts[0].token if len(parts) == 1 else None
         summary.sinks = [writer.commit(window, token) for writer in writers]
+        progress.count("rows_loaded", summary.sinks[0].rows_written)
     except BaseException:
         _abort_all(writers or [])
         raise
@@ -201,6 +203,7 @@ def _copy_batches(reader: Any, writers: list[BatchWriter]) -> None:
     for batch in reader:
         for writer in writers:
             writer.write(batch)
+        progress.count("rows_typed", batch.num_rows)
 
 
 def _add_report(summary: RunSummary, report: Any) -> None:
@@ -327,6 +330,7 @@ def _export(
 ) -> ExportPart:
     from connector.extract.export import export_window
 
+    progress.count("exports_requested")
     exported = export_window(
         client,
         dataset,
@@ -339,7 +343,10 @@ def _export(
         poll_timeout_s=settings.poll_timeout_s,
         max_reexports=settings.max_reexports,
     )
-    return ExportPart(window, Path(exported.path), exported.token)
+    path = Path(exported.path)
+    progress.count("exports_ready")
+    progress.count("bytes_downloaded", path.stat().st_size)
+    return ExportPart(window, path, exported.token)
 
 
 def _make_client(settings: Settings) -> DivaClient:
