@@ -1,6 +1,6 @@
 """A DiVA-compatible HTTP server on loopback, serving deterministic data.
 
-The sandbox stands in for DiVA's reporting API in tests and demos. It reads
+The sandbox replaces DiVA's reporting API in tests and demos. It reads
 the schema files shipped in `connector.schemas` and nothing else of the
 connector, so tests that talk to it check the connector against an
 independent implementation of the API.

@@ -3,7 +3,7 @@
 The sandbox reads `connector.schemas` itself instead of going through the
 connector's dataset registry, so that tests talking to the sandbox never
 check the connector against its own code. Each file
-`<view>/<aggregation>.json` holds DiVA schema objects under `columns`, the
+`<view>/<aggregation>.json` contains DiVA schema objects under `columns`, the
 row `key` and the window `date_column`.
 """
 

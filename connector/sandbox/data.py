@@ -4,7 +4,7 @@ Rows are made per `(view, day)` from a generator seeded with the sandbox
 seed, the view name, the day and the row number, so that any window is cheap
 to produce and the same seed always yields the same rows. Week and month
 aggregations carry rows only on the first day of their period. A view without
-a date column holds one fixed set of rows.
+a date column contains one fixed set of rows.
 
 A `revision` above zero rewrites the state and amount columns of every tenth
 row (or the first plain column when a view has neither), so that a rerun
@@ -31,7 +31,7 @@ from connector.sandbox.values import (
 Row = dict[str, object]
 KeyPool = tuple[ColumnSpec, list[object] | None]
 
-#: Aggregation levels whose date column holds the start of a period.
+#: Aggregation levels whose date column contains the start of a period.
 PERIOD_AGGREGATIONS = frozenset({"day", "week", "month", "fundingday"})
 
 #: Share of empty cells in nullable columns that are neither key nor date.
@@ -119,8 +119,8 @@ class DataGenerator:
         """Return each non-date key column with its finite values, or None.
 
         A view whose key columns all have finite values (an aggregated view,
-        keyed by period and grouping columns) holds one row per combination
-        at most; otherwise the unbounded key columns get unique values.
+        keyed by period and grouping columns) contains at most one row per
+        combination. Otherwise the unbounded key columns get unique values.
         """
         pools = []
         for name in spec.key:

@@ -21,7 +21,7 @@ UNKNOWN = "unknown"
 
 @dataclass
 class Export:
-    """One export file and where it stands in its life."""
+    """One export file and its progress from pending to expired."""
 
     token: str
     content: bytes

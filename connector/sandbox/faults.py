@@ -1,10 +1,10 @@
 """Fault switches that tests flip on a running sandbox.
 
 Two kinds of switch exist. Settings (plain attributes such as `row_cap` or
-`chunk_delay_s`) hold until changed. Armed faults (added by the methods such
-as `throttle` or `drop_download`) hit the next matching requests and are used
-up, so that a client's retry meets a healthy server; `times=None` keeps a
-fault armed for every request.
+`chunk_delay_s`) hold until changed. Armed faults, added by methods such as
+`throttle` or `drop_download`, hit the next matching requests and are then
+used up, so that a client's retry meets a healthy server. With `times=None` a
+fault stays armed for every request.
 
 Routes that armed faults can target: `views`, `json`, `schema`, `export`,
 `download`, or `any`.
@@ -35,7 +35,7 @@ class Faults:
     """The sandbox's fault switches, safe to change while it serves.
 
     Attributes:
-        pending_polls: Download polls answered `Pending` before a file is
+        pending_polls: Download polls that return `Pending` before a file is
             ready, counted per export.
         pending_s: Seconds an export stays `Pending`, besides the polls.
         row_cap: Rows an export holds at most, whatever its `max_count`;
@@ -66,7 +66,7 @@ class Faults:
         retry_after: str | None = "seconds",
         delay_s: float = 1.0,
     ) -> None:
-        """Answer the next `times` requests of `route` with 429.
+        """Throttle the next `times` requests of `route` with 429.
 
         Args:
             times: Requests to throttle; None throttles every request.
@@ -83,7 +83,7 @@ class Faults:
         self._arm("throttle", route, times, retry_after=retry_after, delay_s=delay_s)
 
     def fail(self, *statuses: int, route: str = "any") -> None:
-        """Answer the next requests of `route` with these 5xx statuses, in order."""
+        """Fail the next requests of `route` with these 5xx statuses, in order."""
         for status in statuses or (500,):
             if not 500 <= status <= 599:
                 raise ValueError(
@@ -142,9 +142,9 @@ class Faults:
     def configure(self, options: Mapping[str, Any]) -> None:
         """Apply settings and arm faults from a mapping, such as a `faults` option.
 
-        A key naming a setting sets it; a key naming an arming method calls it
-        with the value as keyword arguments (a mapping), as positional
-        arguments (a list) or with no argument (`True`).
+        A key naming a setting sets it. A key naming an arming method calls
+        that method with the value as keyword arguments (a mapping), as
+        positional arguments (a list) or with no argument (`True`).
 
         Raises:
             ValueError: A key names neither a setting nor a fault.

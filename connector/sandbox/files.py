@@ -1,10 +1,11 @@
 """Export files: CSV text, gzip and zip archives, and their broken variants.
 
-The CSV layout follows what DiVA exports look like: a header of field names,
-RFC 4180 quoting, CRLF line ends, UTF-8 without a byte order mark, empty
-cells for nulls, dates as `YYYY-MM-DD`, timestamps as `YYYY-MM-DD HH:MM:SS`
-(or ISO 8601 with milliseconds and `Z`), booleans as `true`/`false` and
-decimals as plain text with exactly their declared scale.
+DiVA does not document its CSV layout, so the sandbox writes the most likely
+one: a header of field names, RFC 4180 quoting, CRLF line ends, UTF-8 without
+a byte order mark, and empty cells for nulls. Dates are `YYYY-MM-DD` and
+timestamps `YYYY-MM-DD HH:MM:SS` (or ISO 8601 with milliseconds and `Z`).
+Booleans are `true`/`false`, and decimals are plain text with exactly their
+declared scale.
 
 Archives are byte-for-byte deterministic: gzip members carry no name and a
 zero modification time, zip members a fixed name and date.
@@ -17,12 +18,11 @@ import gzip
 import io
 import struct
 import zipfile
-import zlib
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 
-#: How timestamps are written: `plain` (`YYYY-MM-DD HH:MM:SS`) or `iso`
+#: Timestamp styles of CSV cells: `plain` (`YYYY-MM-DD HH:MM:SS`) or `iso`
 #: (`YYYY-MM-DDTHH:MM:SS.000Z`).
 TIMESTAMP_FORMATS = ("plain", "iso")
 
@@ -53,7 +53,8 @@ def format_json(value: object) -> object:
     """Return a value as DiVA's JSON responses carry it.
 
     Dates and timestamps are ISO 8601 with milliseconds and `Z`, even for
-    `date` columns; decimals are JSON numbers.
+    `date` columns. Decimals become JSON numbers, so a scale above about 15
+    significant digits loses precision in JSON (never in CSV).
     """
     if isinstance(value, datetime):
         return format_text(value, "iso")
@@ -129,8 +130,3 @@ def corrupt_zip_crc(data: bytes) -> bytes:
         )
     patched[central + 16 : central + 20] = wrong
     return bytes(patched)
-
-
-def crc_of(data: bytes) -> int:
-    """Return the CRC-32 of `data`, as gzip and zip store it."""
-    return zlib.crc32(data)

@@ -44,7 +44,7 @@ _TIMESTAMP = re.compile(
 
 
 class ApiProblem(Exception):
-    """A request the sandbox answers with a DiVA error body."""
+    """A rejected or failed request, sent back as a DiVA error body."""
 
     def __init__(
         self,
@@ -285,6 +285,8 @@ def date_window(
         return today - timedelta(days=DEFAULT_WINDOW_DAYS), today - timedelta(days=1)
     yesterday = today - timedelta(days=1)
     last = min(last or yesterday, yesterday)
+    # NOTE: how DiVA bounds a filter with only an upper end is undocumented;
+    # the sandbox serves the default window's length before that end.
     first = first or last - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
     return first, last
 

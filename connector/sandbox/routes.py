@@ -1,6 +1,6 @@
 """The sandbox's HTTP routes, shaped like DiVA's under `/data/v2`.
 
-| route | answer |
+| route | response |
 |---|---|
 | `GET /views` | the views with their date column, endpoint and schema URL |
 | `GET /views/{view}/{agg}` | JSON envelope with at most 10,000 records |
@@ -46,7 +46,7 @@ REFRESH_HOURS = (0, 8, 16)
 
 
 class DivaRequestHandler(BaseHTTPRequestHandler):
-    """Answer one connection's requests the way DiVA would."""
+    """Serve one connection's requests the way DiVA does."""
 
     protocol_version = "HTTP/1.1"
     server_version = "DiVA-sandbox/1.0"
@@ -69,10 +69,19 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
                 self._check_program(params)
             self._dispatch(route, spec, params)
         except ApiProblem as problem:
+            log.debug("%s answered %d: %s", url.path, problem.status, problem.message)
             body = {"error_code": problem.code, "message": problem.message}
             self.send_json(problem.status, body, problem.headers)
         except (BrokenPipeError, ConnectionResetError):
             log.debug("Client closed the connection during %s", url.path)
+        except Exception:
+            # A sandbox bug must reach the client as a 500, not a silent hang-up.
+            log.exception("Sandbox failed on %s", url.path)
+            body = {
+                "error_code": "500000",
+                "message": "The sandbox failed; see its log.",
+            }
+            self.send_json(500, body)
         finally:
             self.sandbox.record_request("GET", url.path, params, self.status_sent)
 
@@ -236,6 +245,8 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
         cap = query.max_count or DEFAULT_EXPORT_ROWS
         if sandbox.faults.row_cap is not None:
             cap = min(cap, sandbox.faults.row_cap)
+        # NOTE: the whole file is built in memory when the export is requested,
+        # which suits test and demo volumes but not millions of rows.
         rows = sandbox.select_rows(spec, query)[:cap]
 
         fields = query.fields or spec.column_names
@@ -249,7 +260,9 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
             sandbox.faults.pending_polls,
             sandbox.faults.pending_s,
         )
-        log.info("Export %s of %s holds %d rows", export.token, spec.name, len(rows))
+        log.info(
+            "Export %s of %s created with %d rows", export.token, spec.name, len(rows)
+        )
         self.send_json(202, {"token": export.token})
 
     def _answer_download(self, params: list[tuple[str, str]]) -> None:

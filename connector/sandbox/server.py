@@ -30,7 +30,7 @@ DEFAULT_ROWS_PER_DAY = 200
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request the sandbox answered; credentials are never recorded."""
+    """One request the sandbox served; credentials are never recorded."""
 
     method: str
     path: str
@@ -59,7 +59,7 @@ class Sandbox:
         app_token: Expected HTTP Basic user name.
         access_token: Expected HTTP Basic password.
         program: Program name(s) the credentials may read, comma-separated.
-        pending_polls: Download polls answered `Pending` before a file is ready.
+        pending_polls: Download polls that return `Pending` before a file is ready.
         expiry_s: Seconds an export file stays downloadable after completion.
         row_cap: Rows an export holds at most, below DiVA's own limits.
         host: Address to listen on.
@@ -138,6 +138,24 @@ class Sandbox:
         self.generator.revision = value
 
     @property
+    def row_cap(self) -> int | None:
+        """Rows an export holds at most; the same switch as `faults.row_cap`."""
+        return self.faults.row_cap
+
+    @row_cap.setter
+    def row_cap(self, value: int | None) -> None:
+        self.faults.row_cap = value
+
+    @property
+    def pending_polls(self) -> int:
+        """Polls that return `Pending`; the same switch as `faults.pending_polls`."""
+        return self.faults.pending_polls
+
+    @pending_polls.setter
+    def pending_polls(self, value: int) -> None:
+        self.faults.pending_polls = value
+
+    @property
     def expiry_s(self) -> float:
         """Seconds an export file stays downloadable after completion."""
         return self.exports.expiry_s
@@ -184,7 +202,7 @@ class Sandbox:
         return datetime.fromtimestamp(self.clock(), tz=UTC).date()
 
     def select_rows(self, spec: ViewSpec, query: Query) -> list[Row]:
-        """Return the rows of `spec` that match `query`, sorted as it asks."""
+        """Return the rows of `spec` that match `query`, in its requested order."""
         has_program = spec.column("program") is not None
         rows = [
             row
@@ -226,7 +244,7 @@ class Sandbox:
     def record_request(
         self, method: str, path: str, params: list[tuple[str, str]], status: int
     ) -> None:
-        """Append one answered request to `requests`."""
+        """Append one served request to `requests`."""
         with self._requests_lock:
             self.requests.append(RequestRecord(method, path, dict(params), status))
 

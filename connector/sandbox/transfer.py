@@ -45,7 +45,7 @@ def damaged_content(export: Export, faults: Faults) -> bytes:
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """Return the inclusive byte range a `Range` header asks for, or None.
+    """Return the inclusive byte range a `Range` header requests, or None.
 
     Only single ranges are supported; a header naming several is ignored
     and the whole file is sent, which HTTP allows.

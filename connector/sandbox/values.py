@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
-from functools import cache
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 
 from connector.sandbox.catalog import ColumnSpec
 
@@ -85,7 +85,7 @@ _AMOUNT_WORDS = (
 
 @dataclass(frozen=True)
 class RowContext:
-    """What a row's values may depend on besides the random generator."""
+    """The inputs a row's values depend on, besides the random generator."""
 
     seed: int
     day: date

@@ -286,3 +286,11 @@ def test_request_log_counts_exports_and_polls(client: Client, sandbox: Sandbox) 
     assert len(exports) == 1
     assert [r.status for r in polls] == [202, 200]
     assert polls[0].params == {"token": token}
+
+
+def test_row_cap_property_is_the_fault_switch(client: Client, sandbox: Sandbox) -> None:
+    sandbox.row_cap = 4
+    token = client.export()
+
+    assert sandbox.faults.row_cap == 4
+    assert len(read_rows(client.fetch(token).content, token)) == 4
