@@ -177,7 +177,7 @@ class Sandbox:
             daemon=True,
         )
         self._thread.start()
-        log.info("Sandbox serving at %s", self.base_url)
+        log.debug("Sandbox serving at %s", self.base_url)
         return self
 
     def stop(self) -> None:
