@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 import re
 import uuid
@@ -85,6 +86,10 @@ _MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 #: and its partition starts a new file when it receives rows again.
 _MAX_OPEN_FILES = 64
 
+#: Write buffer between a Parquet writer and its checksummed file, in bytes.
+_BUFFER_BYTES = 1024 * 1024
+
+_CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
 _STAGING = "_staging"
 _MANIFESTS = "_manifests"
 _REJECTS = "_rejects"
@@ -92,13 +97,13 @@ _EPOCH = date(1970, 1, 1)
 _FILE_WINDOW = re.compile(r"^part-(\d{8}(?:T\d{6})?)_(\d{8}(?:T\d{6})?)-")
 
 
-def dataset_root(destination: str, dataset: Dataset) -> str:
+def dataset_root(destination: str | os.PathLike, dataset: Dataset) -> str:
     """Return the folder of `dataset` below `destination`, in the same form.
 
     The folder is `<destination>/<view>/<aggregation>`, or
     `<destination>/<view>` for a view without aggregation.
     """
-    parts = [destination.rstrip("/") or "/", dataset.view]
+    parts = [os.fspath(destination).rstrip("/") or "/", dataset.view]
     if dataset.aggregation:
         parts.append(dataset.aggregation)
     return "/".join(parts)
@@ -120,7 +125,7 @@ def partition_key(dataset: Dataset) -> str | None:
 
 
 def open_parquet_writer(
-    destination: str,
+    destination: str | os.PathLike,
     dataset: Dataset,
     *,
     compression: str = "zstd",
@@ -144,12 +149,7 @@ def open_parquet_writer(
         ConfigError: The codec is unknown, `row_group_rows` is not positive,
             or the destination URL names an unavailable filesystem.
     """
-    codec = compression.lower()
-    if codec not in ("none", "uncompressed") and not pa.Codec.is_available(codec):
-        raise ConfigError(
-            f"Invalid Parquet compression {compression!r}: use zstd, snappy, "
-            "gzip, brotli, lz4 or none."
-        )
+    codec = _check_codec(compression)
     if row_group_rows < 1:
         raise ConfigError(
             f"Invalid row group size {row_group_rows}: it must be at least 1 row."
@@ -168,7 +168,7 @@ def open_parquet_writer(
 
 
 def read_parquet_dataset(
-    destination: str, dataset: Dataset, filesystem: Any = None
+    destination: str | os.PathLike, dataset: Dataset, filesystem: Any = None
 ) -> pa.Table:
     """Read every committed row of `dataset` below `destination`.
 
@@ -233,12 +233,23 @@ class _Partition:
 
 
 class _ChecksumStream:
-    """A write-only file object that computes the SHA-256 of what passes."""
+    """A write-only file object that computes the SHA-256 of what passes.
+
+    Parquet writers issue many small writes (page headers), so they write
+    through `buffered()`, which calls into Python once per `_BUFFER_BYTES`.
+    """
 
     def __init__(self, stream: pa.NativeFile) -> None:
         self._stream = stream
         self._sha256 = hashlib.sha256()
+        self._buffer: pa.NativeFile | None = None
         self.size = 0
+
+    def buffered(self) -> pa.NativeFile:
+        self._buffer = pa.BufferedOutputStream(
+            pa.PythonFile(self, mode="w"), _BUFFER_BYTES
+        )
+        return self._buffer
 
     def write(self, data: bytes) -> int:
         self._sha256.update(data)
@@ -251,6 +262,13 @@ class _ChecksumStream:
 
     def flush(self) -> None:
         self._stream.flush()
+
+    def finish(self) -> None:
+        """Flush the buffer and close the file (through the buffer's close)."""
+        if self._buffer is not None:
+            self._buffer.close()
+        else:
+            self._stream.close()
 
     def close(self) -> None:
         self._stream.close()
@@ -295,7 +313,7 @@ class ParquetBatchWriter:
         )
         self._location = location
         self._sink = f"parquet {location}"
-        self._compression = "none" if compression == "uncompressed" else compression
+        self._compression = compression
         self._row_group_rows = row_group_rows
         self._load_id = _new_load_id()
         self._staging = posixpath.join(root, _STAGING, self._load_id)
@@ -542,12 +560,14 @@ class ParquetBatchWriter:
     ) -> tuple[pq.ParquetWriter, _ChecksumStream]:
         self._fs.create_dir(posixpath.dirname(path), recursive=True)
         stream = _ChecksumStream(self._fs.open_output_stream(path))
-        writer = pq.ParquetWriter(stream, schema, compression=self._compression)
+        writer = pq.ParquetWriter(
+            stream.buffered(), schema, compression=self._compression
+        )
         return writer, stream
 
     def _finish_file(self, part: _Partition) -> None:
         part.writer.close()
-        part.stream.close()
+        part.stream.finish()
         self._staged.append(
             _StagedFile(
                 part.folder,
@@ -577,7 +597,7 @@ class ParquetBatchWriter:
 
         if self._rejects.writer is not None:
             self._rejects.writer.close()
-            self._rejects.stream.close()
+            self._rejects.stream.finish()
 
     # Commit: plan, manifest, swap, clean up.
 
@@ -639,6 +659,7 @@ class ParquetBatchWriter:
 
         manifest = self._manifest(window, export_token, plan, rejects)
         staged = posixpath.join(self._staging, "manifest.json")
+        self._fs.create_dir(self._staging, recursive=True)
         with self._fs.open_output_stream(staged) as out:
             out.write(json.dumps(manifest, indent=2, ensure_ascii=False).encode())
         relative = f"{_MANIFESTS}/{self._load_id}-{_window_id(window)}.json"
@@ -779,6 +800,19 @@ class ParquetBatchWriter:
         )
 
 
+def _check_codec(compression: str) -> str:
+    """Return the Parquet codec name for `compression`, or raise ConfigError."""
+    codec = compression.lower()
+    if codec == "uncompressed":
+        return "none"
+    if codec == "none" or (codec in _CODECS and pa.Codec.is_available(codec)):
+        return codec
+    raise ConfigError(
+        f"Invalid Parquet compression {compression!r}: use one of "
+        f"{', '.join(_CODECS)} (available in this pyarrow build)."
+    )
+
+
 def _resolve_filesystem(url: str, filesystem: Any) -> tuple[pafs.FileSystem, str]:
     """Return a pyarrow filesystem and the path on it for `url`."""
     if isinstance(filesystem, pafs.FileSystem):
@@ -915,11 +949,11 @@ def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:
 
 
 def _close_quietly(part: _Partition) -> None:
-    for closable in (part.writer, part.stream):
-        if closable is None:
-            continue
+    closers = [part.writer.close if part.writer else None]
+    closers.append(part.stream.finish if part.stream else None)
+    for close in filter(None, closers):
         try:
-            closable.close()
+            close()
         except (OSError, pa.ArrowException) as err:
             log.debug("Ignored an error closing a staging file: %s", err)
     part.writer = part.stream = None

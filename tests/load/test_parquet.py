@@ -1,0 +1,599 @@
+"""The Parquet sink, on local folders and fsspec's in-memory filesystem."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from connector.load import parquet
+from connector.datasets import Dataset, rejects_schema
+from connector.errors import ConfigError, LoadError, SchemaError
+from connector.load.parquet import (
+    dataset_root,
+    open_parquet_writer,
+    partition_key,
+    read_parquet_dataset,
+)
+from connector.windows import Window
+
+CASES_SCHEMA = Path(__file__).parents[1] / "cases" / "schema.json"
+
+PAYMENTS = Dataset.from_dict(
+    {
+        "view": "payments",
+        "aggregation": "detail",
+        "key": ["token"],
+        "date_column": "created_time",
+        "columns": [
+            {"field": "token", "type": "character varying(36)", "nullable": False},
+            {"field": "created_time", "type": "timestamp without time zone"},
+            {"field": "post_date", "type": "date"},
+            {"field": "amount", "type": "numeric(18,2)"},
+            {"field": "rate", "type": "numeric"},
+            {"field": "installments", "type": "integer"},
+            {"field": "sequence", "type": "bigint"},
+            {"field": "priority", "type": "smallint"},
+            {"field": "is_recurring", "type": "boolean"},
+            {"field": "merchant_name", "type": "TEXT"},
+        ],
+    }
+)
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _row(token: str, created: str | None, **values) -> dict:
+    row = dict.fromkeys(PAYMENTS.column_names)
+    row.update(token=token, created_time=_ts(created) if created else None)
+    row.update(values)
+    return row
+
+
+EVERY_TYPE_ROWS = [
+    _row(
+        "t1",
+        "2024-03-01T00:00:00",
+        post_date=date(2024, 3, 1),
+        amount=Decimal("-0.01"),
+        rate=Decimal("-12345678901234567890123456789.123456789"),
+        installments=None,
+        sequence=-(2**63),
+        priority=-(2**15),
+        is_recurring=True,
+        merchant_name="Café Zürich 東京 🚀",
+    ),
+    _row(
+        "t2",
+        "2024-03-01T23:59:59.999999",
+        post_date=date(2024, 3, 2),
+        amount=Decimal("9999999999999999.99"),
+        rate=Decimal("0.000000001"),
+        installments=2**31 - 1,
+        sequence=2**63 - 1,
+        priority=2**15 - 1,
+        is_recurring=False,
+        merchant_name="",
+    ),
+    _row("t3", "2024-03-02T00:00:00.000001", amount=Decimal("-123.40")),
+    _row("t4", None, post_date=date(1969, 12, 31), installments=-7),
+    _row("t5", "1969-12-31T23:59:59.999999", is_recurring=None),
+]
+
+
+def _batch(rows: list[dict], dataset: Dataset = PAYMENTS) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(rows, schema=dataset.arrow_schema())
+
+
+def _day_rows(day: str, count: int, label: str) -> list[dict]:
+    return [
+        _row(f"{label}-{day}-{n}", f"{day}T{n % 24:02d}:00:00", merchant_name=label)
+        for n in range(count)
+    ]
+
+
+def _load(destination, rows, window=None, dataset=PAYMENTS, token="tok-123456789"):
+    writer = open_parquet_writer(destination, dataset)
+    if rows:
+        writer.write(_batch(rows, dataset))
+    return writer.commit(window, token)
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(root)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def _hive_table(root: str) -> pa.Table:
+    fs, path = _filesystem(root)
+    return ds.dataset(
+        path, format="parquet", partitioning="hive", filesystem=fs
+    ).to_table()
+
+
+def _data_files(root: str) -> list[str]:
+    fs, path = fsspec.core.url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    names = [name[len(path) :].lstrip("/") for name in fs.find(path)]
+    return sorted(n for n in names if not n.startswith("_") and "/." not in "/" + n)
+
+
+def _tokens(table: pa.Table) -> list[str]:
+    return sorted(table.column("token").to_pylist())
+
+
+@pytest.fixture(params=["local", "memory"])
+def destination(request, tmp_path):
+    """A fresh destination: a local folder, or a `memory://` URL removed after."""
+    if request.param == "local":
+        yield str(tmp_path / "out")
+        return
+    url = f"memory://parquet-tests-{uuid.uuid4().hex}"
+    yield url
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def test_round_trip_keeps_every_value_and_type(destination):
+    result = _load(
+        destination, EVERY_TYPE_ROWS, Window(date(2024, 3, 1), date(2024, 3, 2))
+    )
+
+    expected = pa.Table.from_pylist(EVERY_TYPE_ROWS, schema=PAYMENTS.arrow_schema())
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert result.rows_written == 5
+    assert table.schema == PAYMENTS.arrow_schema()
+    assert table.sort_by("token").equals(expected.sort_by("token"))
+
+
+def test_pyarrow_dataset_reads_exact_types(destination):
+    _load(destination, EVERY_TYPE_ROWS)
+
+    table = _hive_table(dataset_root(destination, PAYMENTS))
+    expected = pa.Table.from_pylist(EVERY_TYPE_ROWS, schema=PAYMENTS.arrow_schema())
+    for field in PAYMENTS.arrow_schema():
+        assert table.schema.field(field.name).type == field.type, field.name
+    data = table.select(PAYMENTS.column_names).cast(PAYMENTS.arrow_schema())
+    assert data.sort_by("token").equals(expected.sort_by("token"))
+    assert sorted(set(table.column("date").to_pylist())) == [
+        "1969-12-31",
+        "2024-03-01",
+        "2024-03-02",
+        "__null__",
+    ]
+
+
+def test_pandas_reads_every_row_and_type(destination):
+    _load(destination, EVERY_TYPE_ROWS)
+    root = dataset_root(destination, PAYMENTS)
+
+    arrow_backed = pd.read_parquet(root, dtype_backend="pyarrow")
+    for field in PAYMENTS.arrow_schema():
+        assert arrow_backed[field.name].dtype.pyarrow_dtype == field.type, field.name
+
+    frame = pd.read_parquet(root).sort_values("token").reset_index(drop=True)
+    assert frame["token"].tolist() == ["t1", "t2", "t3", "t4", "t5"]
+    assert str(frame["created_time"].dtype) == "datetime64[us, UTC]"
+    assert frame.loc[1, "created_time"] == pd.Timestamp("2024-03-01T23:59:59.999999Z")
+    assert frame.loc[0, "amount"] == Decimal("-0.01")
+    assert frame.loc[0, "rate"] == Decimal("-12345678901234567890123456789.123456789")
+    assert frame.loc[0, "merchant_name"] == "Café Zürich 東京 🚀"
+    assert frame.loc[1, "sequence"] == 2**63 - 1
+
+
+def test_partitions_by_utc_day_with_null_partition(tmp_path):
+    _load(tmp_path, EVERY_TYPE_ROWS)
+
+    folders = {
+        name.split("/")[0]
+        for name in _data_files(dataset_root(str(tmp_path), PAYMENTS))
+    }
+    assert folders == {
+        "date=1969-12-31",
+        "date=2024-03-01",
+        "date=2024-03-02",
+        "date=__null__",
+    }
+    root = Path(dataset_root(str(tmp_path), PAYMENTS))
+    assert _tokens(pq.read_table(root / "date=2024-03-01", partitioning=None)) == [
+        "t1",
+        "t2",
+    ]
+
+
+def test_dataset_root_with_and_without_aggregation():
+    no_aggregation = Dataset("transactiontoken", "", (), None, PAYMENTS.columns)
+
+    assert (
+        dataset_root("s3://bucket/lake/", PAYMENTS)
+        == "s3://bucket/lake/payments/detail"
+    )
+    assert dataset_root("/data", no_aggregation) == "/data/transactiontoken"
+    assert no_aggregation.name == "transactiontoken"
+
+
+def _with_date_columns(*names: str) -> Dataset:
+    columns = [{"field": "token", "type": "varchar(10)", "nullable": False}]
+    columns += [{"field": name, "type": "date"} for name in names]
+    return Dataset.from_dict(
+        {
+            "view": "daily",
+            "aggregation": "day",
+            "key": ["token"],
+            "date_column": names[0],
+            "columns": columns,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "key"),
+    [
+        (("post_date",), "date"),
+        (("date",), "partition_date"),
+        (("date", "partition_date"), "partition_date_1"),
+    ],
+)
+def test_partition_key_avoids_column_names(names, key):
+    assert partition_key(_with_date_columns(*names)) == key
+
+
+def test_date_column_named_date_reads_back(destination):
+    dataset = _with_date_columns("date", "partition_date")
+    rows = [
+        {"token": "a", "date": date(2024, 5, 1), "partition_date": None},
+        {"token": "b", "date": date(2024, 5, 2), "partition_date": date(2020, 1, 1)},
+    ]
+    _load(destination, rows, dataset=dataset)
+    root = dataset_root(destination, dataset)
+
+    assert _data_files(root)[0].startswith("partition_date_1=2024-05-01/")
+    table = _hive_table(root)
+    assert table.schema.field("date").type == pa.date32()
+    assert table.schema.field("partition_date").type == pa.date32()
+    frame = pd.read_parquet(root, dtype_backend="pyarrow").sort_values("token")
+    assert frame["date"].tolist() == [date(2024, 5, 1), date(2024, 5, 2)]
+    assert frame["partition_date_1"].astype(str).tolist() == [
+        "2024-05-01",
+        "2024-05-02",
+    ]
+
+
+def test_reload_replaces_only_window_partitions(destination):
+    first = Window(date(2024, 3, 1), date(2024, 3, 3))
+    second = Window(date(2024, 3, 4), date(2024, 3, 5))
+    old_rows = [
+        r
+        for day in ("2024-03-01", "2024-03-02", "2024-03-03")
+        for r in _day_rows(day, 3, "old")
+    ]
+    other_rows = [
+        r for day in ("2024-03-04", "2024-03-05") for r in _day_rows(day, 2, "other")
+    ]
+    _load(destination, old_rows, first)
+    _load(destination, other_rows, second)
+    root = dataset_root(destination, PAYMENTS)
+    other_files = [
+        name
+        for name in _data_files(root)
+        if "2024-03-04" in name or "2024-03-05" in name
+    ]
+
+    new_rows = _day_rows("2024-03-01", 1, "new") + _day_rows("2024-03-02", 2, "new")
+    result = _load(destination, new_rows, first)
+
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert _tokens(table) == sorted(r["token"] for r in new_rows + other_rows)
+    assert result.details["files_replaced"] == 3
+    folders = {name.split("/")[0] for name in _data_files(root)}
+    assert "date=2024-03-03" not in folders
+    assert [
+        n for n in _data_files(root) if "2024-03-04" in n or "2024-03-05" in n
+    ] == other_files
+
+
+def test_reload_of_empty_window_clears_its_days(destination):
+    window = Window(date(2024, 3, 1), date(2024, 3, 2))
+    _load(
+        destination,
+        _day_rows("2024-03-01", 2, "old") + _day_rows("2024-03-09", 1, "keep"),
+    )
+
+    result = _load(destination, [], window)
+
+    assert result.rows_written == 0
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == ["keep-2024-03-09-0"]
+
+
+def test_load_without_window_replaces_days_in_rows(destination):
+    _load(
+        destination,
+        _day_rows("2024-03-01", 2, "old") + _day_rows("2024-03-02", 2, "old"),
+    )
+
+    _load(destination, _day_rows("2024-03-02", 1, "new"))
+
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == [
+        "new-2024-03-02-0",
+        "old-2024-03-01-0",
+        "old-2024-03-01-1",
+    ]
+
+
+def test_hour_window_replaces_only_its_hour(destination):
+    def hour(h: int) -> Window:
+        return Window(datetime(2024, 3, 1, h), datetime(2024, 3, 1, h, 59, 59))
+
+    def rows(h: int, label: str) -> list[dict]:
+        return [_row(f"{label}-{h}", f"2024-03-01T{h:02d}:30:00")]
+
+    _load(destination, rows(0, "old"), hour(0))
+    _load(destination, rows(1, "old"), hour(1))
+
+    _load(destination, rows(0, "new"), hour(0))
+
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == ["new-0", "old-1"]
+
+
+def test_abort_leaves_dataset_unchanged(destination):
+    _load(destination, _day_rows("2024-03-01", 3, "old"))
+    root = dataset_root(destination, PAYMENTS)
+    files_before = _data_files(root)
+
+    writer = open_parquet_writer(destination, PAYMENTS, row_group_rows=2)
+    writer.write(_batch(_day_rows("2024-03-01", 5, "new")))
+    staged_tokens = _tokens(read_parquet_dataset(destination, PAYMENTS))
+    writer.abort()
+
+    assert staged_tokens == [f"old-2024-03-01-{n}" for n in range(3)]
+    assert _tokens(pd.read_parquet(root).pipe(pa.Table.from_pandas)) == staged_tokens
+    assert _data_files(root) == files_before
+    fs, path = fsspec.core.url_to_fs(root)
+    assert not fs.exists(f"{path}/_staging") or not fs.ls(f"{path}/_staging")
+
+
+def test_uncommitted_writer_is_invisible_to_readers(destination):
+    _load(destination, _day_rows("2024-03-01", 2, "old"))
+    root = dataset_root(destination, PAYMENTS)
+
+    # A writer that is never committed nor aborted, as after a crash.
+    writer = open_parquet_writer(destination, PAYMENTS, row_group_rows=2)
+    writer.write(
+        _batch(_day_rows("2024-03-01", 4, "new") + _day_rows("2024-03-07", 4, "new"))
+    )
+    fs, path = fsspec.core.url_to_fs(root)
+    staged = [name for name in fs.find(f"{path}/_staging") if name.endswith(".parquet")]
+
+    assert staged, "the writer should have flushed row groups to staging files"
+    expected = ["old-2024-03-01-0", "old-2024-03-01-1"]
+    assert _tokens(_hive_table(root)) == expected
+    assert _tokens(pa.Table.from_pandas(pd.read_parquet(root))) == expected
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == expected
+
+
+class _ManifestMoveFails(MemoryFileSystem):
+    """An in-memory filesystem whose move into `_manifests/` fails."""
+
+    def mv(self, path1, path2, *args, **kwargs):
+        if "/_manifests/" in str(path2):
+            raise OSError(f"simulated failure moving {path2}")
+        return super().mv(path1, path2, *args, **kwargs)
+
+
+def test_failed_commit_restores_previous_files():
+    fs = _ManifestMoveFails()
+    destination = f"/parquet-tests-{uuid.uuid4().hex}"
+    root = dataset_root(destination, PAYMENTS)
+    try:
+        fs.mkdir(root)
+        pq.write_table(
+            pa.Table.from_batches([_batch(_day_rows("2024-03-01", 2, "old"))]),
+            f"{root}/date=2024-03-01/part-legacy.parquet",
+            filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+        )
+        writer = open_parquet_writer(destination, PAYMENTS, filesystem=fs)
+        writer.write(_batch(_day_rows("2024-03-01", 3, "new")))
+
+        with pytest.raises(LoadError, match="left as it was"):
+            writer.commit(Window(date(2024, 3, 1), date(2024, 3, 1)), None)
+        writer.abort()
+
+        table = read_parquet_dataset(destination, PAYMENTS, filesystem=fs)
+        assert _tokens(table) == ["old-2024-03-01-0", "old-2024-03-01-1"]
+        assert fs.ls(f"{root}/date=2024-03-01", detail=False) == [
+            f"{root}/date=2024-03-01/part-legacy.parquet"
+        ]
+    finally:
+        fs.rm(destination, recursive=True)
+
+
+def test_manifest_records_files_and_checksums(destination):
+    window = Window(date(2024, 3, 1), date(2024, 3, 2))
+    result = _load(destination, EVERY_TYPE_ROWS, window, token="exp-token-SECRET-42")
+    root = dataset_root(destination, PAYMENTS)
+    fs, _ = fsspec.core.url_to_fs(root)
+
+    text = fs.cat(result.details["manifest"]).decode()
+    manifest = json.loads(text)
+    assert manifest["dataset"] == "payments/detail"
+    assert manifest["window"] == {"start": "2024-03-01", "end": "2024-03-02"}
+    assert manifest["rows"] == 5
+    assert manifest["export_token"] == "exp-to…"
+    assert "SECRET" not in text
+    assert manifest["compression"] == "zstd"
+    assert datetime.fromisoformat(manifest["written_at"]).tzinfo is not None
+    assert sorted(f["path"] for f in manifest["files"]) == _data_files(root)
+    assert sum(f["rows"] for f in manifest["files"]) == 5
+    assert manifest["bytes"] == sum(f["bytes"] for f in manifest["files"])
+    assert manifest["bytes"] == result.details["bytes"]
+    for entry in manifest["files"]:
+        content = fs.cat(f"{root}/{entry['path']}")
+        assert len(content) == entry["bytes"]
+        assert hashlib.sha256(content).hexdigest() == entry["sha256"]
+    assert result.details["manifest"].startswith(f"{root}/_manifests/")
+    assert result.details["manifest"].endswith("-20240301_20240302.json")
+
+
+def test_zero_row_load_reports_zero_and_keeps_types(tmp_path):
+    dataset = Dataset.from_file(CASES_SCHEMA)
+    writer = open_parquet_writer(str(tmp_path), dataset)
+    writer.write(pa.RecordBatch.from_pylist([], schema=dataset.arrow_schema()))
+
+    result = writer.commit(Window(date(2024, 1, 1), date(2024, 1, 2)), "token-abcdef")
+
+    root = dataset_root(str(tmp_path), dataset)
+    assert result.rows_written == 0
+    assert result.details["files"] == []
+    assert _data_files(root) == []
+    manifest = json.loads(Path(result.details["manifest"]).read_text())
+    assert manifest["rows"] == 0
+    table = read_parquet_dataset(str(tmp_path), dataset)
+    assert table.num_rows == 0
+    assert table.schema == dataset.arrow_schema()
+
+
+def test_zero_row_load_without_date_column_writes_typed_file(destination):
+    dataset = Dataset("transactiontoken", "", (), None, PAYMENTS.columns)
+
+    result = _load(destination, [], dataset=dataset)
+
+    root = dataset_root(destination, dataset)
+    assert result.rows_written == 0
+    assert len(_data_files(root)) == 1
+    table = _hive_table(root)
+    assert table.num_rows == 0
+    assert table.schema.types == PAYMENTS.arrow_schema().types
+    assert len(pd.read_parquet(root).columns) == len(PAYMENTS.columns)
+
+
+def test_unpartitioned_reload_replaces_all_files(destination):
+    dataset = Dataset("transactiontoken", "", (), None, PAYMENTS.columns)
+    _load(destination, _day_rows("2024-03-01", 3, "old"), dataset=dataset)
+
+    _load(destination, _day_rows("2024-03-02", 2, "new"), dataset=dataset)
+
+    root = dataset_root(destination, dataset)
+    assert len(_data_files(root)) == 1
+    assert _tokens(read_parquet_dataset(destination, dataset)) == [
+        "new-2024-03-02-0",
+        "new-2024-03-02-1",
+    ]
+
+
+def test_rejects_file_appears_on_commit(destination):
+    rejects = pa.table(
+        {
+            "file": ["export.csv.gz"] * 2,
+            "line": [7, 9],
+            "column": ["amount", "created_time"],
+            "reason": ["invalid decimal", "invalid timestamp"],
+            "record": ["t9,x", "t10,y"],
+        }
+    )
+    writer = open_parquet_writer(destination, PAYMENTS)
+    writer.write(_batch(_day_rows("2024-03-01", 1, "ok")))
+    writer.write_rejects(rejects)
+    root = dataset_root(destination, PAYMENTS)
+    fs, path = fsspec.core.url_to_fs(root)
+    assert not fs.exists(f"{path}/_rejects")
+
+    result = writer.commit(None, None)
+
+    assert result.rows_rejected == 2
+    with fs.open(result.details["rejects_file"], "rb") as handle:
+        stored = pq.read_table(handle)
+    assert stored.schema == rejects_schema()
+    assert stored.column("line").to_pylist() == [7, 9]
+    assert _tokens(_hive_table(root)) == ["ok-2024-03-01-0"]
+
+
+def test_row_groups_are_cut_at_row_group_rows(tmp_path):
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS, row_group_rows=1000)
+    rows = _day_rows("2024-03-01", 2500, "r")
+    for start in range(0, 2500, 700):
+        writer.write(_batch(rows[start : start + 700]))
+    result = writer.commit(None, None)
+
+    (path,) = result.details["files"]
+    metadata = pq.ParquetFile(path).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sizes == [1000, 1000, 500]
+    assert metadata.row_group(0).column(0).compression == "ZSTD"
+    assert _tokens(read_parquet_dataset(str(tmp_path), PAYMENTS)) == sorted(
+        row["token"] for row in rows
+    )
+
+
+def test_memory_and_open_file_limits_keep_every_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet, "_MAX_BUFFERED_BYTES", 20_000)
+    monkeypatch.setattr(parquet, "_MAX_OPEN_FILES", 2)
+    days = [f"2024-03-{d:02d}" for d in range(1, 6)]
+    rows = [
+        row for n in range(4) for day in days for row in _day_rows(day, 50, f"b{n}")
+    ]
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS)
+    for start in range(0, len(rows), 100):
+        writer.write(_batch(rows[start : start + 100]))
+    result = writer.commit(None, None)
+
+    assert len(result.details["files"]) > len(days)
+    table = read_parquet_dataset(str(tmp_path), PAYMENTS)
+    assert _tokens(table) == sorted(row["token"] for row in rows)
+    days = pc.cast(table["created_time"], pa.date32())
+    first_day = table.filter(pc.equal(days, pa.scalar(date(2024, 3, 1))))
+    assert first_day.num_rows == 200
+
+
+def test_batch_with_other_schema_is_rejected(tmp_path):
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS)
+    batch = _batch(EVERY_TYPE_ROWS).set_column(
+        3, "amount", pa.array(["1.00"] * 5, pa.string())
+    )
+
+    with pytest.raises(SchemaError, match="amount is string, expected decimal128"):
+        writer.write(batch)
+    writer.abort()
+
+
+def test_writer_refuses_use_after_commit(tmp_path):
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS)
+    writer.commit(None, None)
+
+    with pytest.raises(LoadError, match="committed"):
+        writer.write(_batch(EVERY_TYPE_ROWS))
+    writer.abort()
+    assert read_parquet_dataset(str(tmp_path), PAYMENTS).num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"compression": "zip"}, "compression 'zip'"),
+        ({"row_group_rows": 0}, "row group size 0"),
+    ],
+)
+def test_invalid_options_raise_config_error(tmp_path, options, message):
+    with pytest.raises(ConfigError, match=message):
+        open_parquet_writer(str(tmp_path), PAYMENTS, **options)
+
+
+def test_unknown_url_scheme_raises_config_error():
+    with pytest.raises(ConfigError, match="nosuchscheme://bucket"):
+        open_parquet_writer("nosuchscheme://bucket/lake", PAYMENTS)
