@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import requests
 
 from connector.datasets import Dataset
-from connector.errors import ApiError, ConfigError, DownloadError
+from connector.errors import ApiError, ConfigError, DownloadError, PermanentApiError
 from connector.extract.budget import RequestBudget
 from connector.extract.download import (
     PartialDownload,
@@ -212,6 +212,7 @@ class DivaClient:
         if compress not in ("gz", "zip"):
             raise ConfigError(f"Invalid compress {compress!r}: expected gz or zip.")
         params: dict[str, Any] = self._window_params(dataset, window)
+        # gzip is DiVA's default, and only `compress=zip` is documented.
         if compress == "zip":
             params["compress"] = "zip"
         if max_count is not None:
@@ -332,16 +333,7 @@ class DivaClient:
         offset = 0
         if response is None:
             offset = download.offset()
-            headers = {"Range": f"bytes={offset}-"} if offset else None
-            response = self._send(
-                "download",
-                {"token": token},
-                action="Download",
-                dataset=dataset,
-                stream=True,
-                token=token,
-                headers=headers,
-            )
+            response = self._request_download(token, offset, download, dataset)
         with response:
             if response.status_code not in (200, 206):
                 raise DownloadError(
@@ -356,6 +348,36 @@ class DivaClient:
         except DownloadError:
             download.discard()
             raise
+
+    def _request_download(
+        self,
+        token: str,
+        offset: int,
+        download: PartialDownload,
+        dataset: str | None,
+    ) -> requests.Response:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        try:
+            return self._send(
+                "download",
+                {"token": token},
+                action="Download",
+                dataset=dataset,
+                stream=True,
+                token=token,
+                headers=headers,
+            )
+        except PermanentApiError as err:
+            if not offset or err.status != 416:
+                raise
+            # The bytes kept do not fit the file the server has now, so the
+            # next attempt fetches it whole.
+            download.discard()
+            raise DownloadError(
+                f"Download of export {mask_token(token)} could not resume at byte "
+                f"{offset} (416 Range Not Satisfiable); fetching it again whole.",
+                token=mask_token(token),
+            ) from err
 
     def _get(
         self,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connector.datasets import Dataset
@@ -45,14 +45,15 @@ class ExportedFile:
     Attributes:
         path: The file, named after the dataset and window, with the token's
             extensions (`.csv.gz`, `.csv.zip`, `.csv`).
-        token: DiVA's export token; mask it before showing it.
+        token: DiVA's export token, left out of the repr; mask it with
+            `mask_token` before showing it.
         window: The window exported, None for datasets without a date column.
         compress: `gz` or `zip`, as requested.
         max_count: The row cap requested, None for DiVA's default.
     """
 
     path: Path
-    token: str
+    token: str = field(repr=False)
     window: Window | None
     compress: str
     max_count: int | None

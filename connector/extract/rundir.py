@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ class RecordedExport:
         max_count: The row cap the export was requested with.
     """
 
-    token: str
+    token: str = field(repr=False)
     requested_at: float
     compress: str
     max_count: int | None

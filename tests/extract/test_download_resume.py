@@ -141,3 +141,17 @@ def test_window_filename_is_portable(authorizations):
     name = window_filename(authorizations, window, TOKEN)
 
     assert name == "authorizations-detail_2024-03-05T130000..2024-03-05T135959.csv.gz"
+
+
+def test_unsatisfiable_range_starts_over(make_client, tmp_path):
+    exchanges = [
+        download(close_after_bytes=500),
+        download(416, body_bytes=b'{"message": "range outside the file"}'),
+        download(),
+    ]
+    with ReplayServer(exchanges) as server:
+        path = fetch(make_client, server, tmp_path)
+
+    assert path.read_bytes() == BODY
+    assert server.requests[1].headers.get("range") == "bytes=500-"
+    assert "range" not in server.requests[2].headers

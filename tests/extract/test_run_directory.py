@@ -257,3 +257,15 @@ def test_expired_resumed_token_not_counted_as_reexport(
     assert exported.token == NEW_TOKEN
     assert server.mismatches == []
     assert RunDirectory.open(tmp_path, "k").recorded_export(WINDOW).token == NEW_TOKEN
+
+
+def test_exported_file_repr_hides_token(make_client, authorizations, tmp_path):
+    with ReplayServer([export_answer(), download_answer(200)]) as server:
+        exported = run(
+            make_client(server.base_url),
+            authorizations,
+            RunDirectory.open(tmp_path, "k"),
+        )
+
+    assert TOKEN not in repr(exported)
+    assert exported.token == TOKEN
