@@ -8,6 +8,6 @@
 - `download` and `integrity`: streaming a file to disk, and checking it.
 - `rundir`: `RunDirectory`, the tokens and files a restarted run resumes.
 
-This stage knows HTTP and files only; reading the files is the transform
-stage's work.
+This stage deals with HTTP and files only. The transform stage reads the
+files.
 """

@@ -30,6 +30,8 @@ from connector.windows import Window
 
 log = logging.getLogger(__name__)
 
+#: Seconds DiVA keeps a finished export file before it returns 410.
+EXPORT_EXPIRY_S = 3600.0
 #: Factor by which the wait between two polls grows.
 POLL_BACKOFF = 1.5
 #: Relative random spread of each poll wait, so parallel windows drift apart.
@@ -90,7 +92,13 @@ def export_window(
         return reused
 
     token, resumed = _resume_or_request(
-        client, dataset, window, run_dir, compress=compress, max_count=max_count
+        client,
+        dataset,
+        window,
+        run_dir,
+        compress=compress,
+        max_count=max_count,
+        max_age_s=poll_timeout_s + EXPORT_EXPIRY_S,
     )
     expired: list[str] = []
     while True:
@@ -197,12 +205,16 @@ def _resume_or_request(
     *,
     compress: str,
     max_count: int | None,
+    max_age_s: float,
 ) -> tuple[str, bool]:
     recorded = run_dir.recorded_export(window)
+    # A token older than the poll deadline plus DiVA's expiry has expired for
+    # sure, so polling it would only cost a request and a 410.
     if (
         recorded is not None
         and recorded.compress == compress
         and recorded.max_count == max_count
+        and run_dir.now() - recorded.requested_at <= max_age_s
     ):
         log.info(
             "Resuming export %s of %s for %s, requested earlier in this run.",

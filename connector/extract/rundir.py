@@ -111,6 +111,10 @@ class RunDirectory:
             )
         return run
 
+    def now(self) -> float:
+        """Return the wall-clock time in seconds since the epoch."""
+        return self._now()
+
     def record_token(
         self,
         window: Window | None,

@@ -269,3 +269,20 @@ def test_exported_file_repr_hides_token(make_client, authorizations, tmp_path):
 
     assert TOKEN not in repr(exported)
     assert exported.token == TOKEN
+
+
+def test_stale_recorded_token_not_polled(make_client, authorizations, tmp_path):
+    stale = RunDirectory.open(tmp_path, "k", now=lambda: 1_000_000.0)
+    stale.record_token(WINDOW, TOKEN, compress="gz", max_count=1000)
+    exchanges = [export_answer(NEW_TOKEN), download_answer(200, NEW_TOKEN)]
+
+    with ReplayServer(exchanges) as server:
+        exported = run(
+            make_client(server.base_url),
+            authorizations,
+            RunDirectory.open(tmp_path, "k"),
+        )
+
+    assert exported.token == NEW_TOKEN
+    assert server.mismatches == []
+    assert not any(r.query.get("token") == TOKEN for r in server.requests)
