@@ -19,33 +19,44 @@ Partitioning rules:
   A key equal to a column name would make readers add a string column that
   clashes with the real one. `partition_key()` returns the key.
 - Rows with a null date go to the `<key>=__null__` partition. The name is a
-  plain string on purpose: with Hive's null marker, pyarrow reads the
-  partition column as a dictionary with nulls, which pandas cannot convert.
+  plain string on purpose: with Hive's null marker
+  (`__HIVE_DEFAULT_PARTITION__`), pyarrow 26 reads the partition column as a
+  dictionary with nulls, and `pandas.read_parquet` (3.1) then fails with
+  "Cannot yet unify dictionaries with nulls".
 - A dataset without a date column is not partitioned: its files sit in the
   root folder, and every load replaces all of them.
 
+Replacement rules:
+
+- Each data file name carries the window of its load, e.g.
+  `part-20240301_20240307-...` or `part-20240301T010000_20240301T015959-...`.
+- A load with a window looks at every partition of the window's days and of
+  the days in its rows. There it replaces the files whose window overlaps
+  its own, and files without a window in their name count as covering their
+  whole day. So a reload of a window removes days that have no rows any
+  more, and an hour window replaces only that hour of its day.
+- A load without a window (a file loaded by hand) replaces whole partitions
+  of the days present in its rows.
+- A zero-row load writes no data file, except for an unpartitioned dataset:
+  it gets a 0-row file so that readers still see the columns and types.
+
 Every name starting with `_` or `.` is skipped by `pyarrow.dataset` and by
-`pandas.read_parquet`, which is what keeps staging files, manifests,
-rejects and replaced files out of the readers' sight.
+`pandas.read_parquet` (their default ignore prefixes), which keeps staging
+files, manifests, rejects and replaced files out of the readers' sight.
 
 A load streams into staging files, one `ParquetWriter` per partition, with
 memory bounded by the row-group buffers (`_MAX_BUFFERED_BYTES`). `commit`
 then swaps partition by partition: the new files are renamed into place and
-the files they replace are renamed to hidden names, which are deleted once
-every partition is swapped. A load with a window replaces, in every
-partition of the window's days and of the days in its rows, the files whose
-window overlaps it (the window is part of each file name; a file without
-one counts as covering its whole day). A load without a window replaces
-whole partitions of the days present in its rows. A zero-row load writes no
-data file, except for an unpartitioned dataset, which gets a 0-row file so
-that readers still see its columns.
+the files they replace are renamed to hidden names. The manifest is moved
+in last, and the hidden files are deleted after that. An error during the
+swap undoes the renames done so far.
 
 NOTE: the swap is not atomic across partitions. While `commit` runs, a
 reader may see some days already replaced and others not, and for a moment
-one day with both its old and new files. A failure during the swap undoes
-the renames done so far. On object stores (`s3://`, `gs://`) a rename is a
-copy followed by a delete, so the swap takes time in proportion to the data
-and a crash can leave a partial copy under a visible name.
+one day with both its old and new files. A process killed during the swap
+leaves that state behind, with no manifest for the load. On object stores
+(`s3://`, `gs://`) a rename is a copy followed by a delete, so the swap
+takes time in proportion to the data written.
 """
 
 from __future__ import annotations
@@ -79,17 +90,26 @@ log = logging.getLogger(__name__)
 NULL_PARTITION = "__null__"
 
 #: Rows buffered across all partitions before the largest buffer is written
-#: out as a smaller row group, in bytes of Arrow memory.
+#: out as a smaller row group, in bytes of Arrow memory. It is an estimate,
+#: because a buffered slice keeps the whole batch it was cut from alive.
 _MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 
-#: Staging files kept open at once; the least recently used one is finished
-#: and its partition starts a new file when it receives rows again.
+#: Staging files kept open at once. Past it, the least recently used file is
+#: finished, and its partition starts a new file when more rows arrive.
 _MAX_OPEN_FILES = 64
 
 #: Write buffer between a Parquet writer and its checksummed file, in bytes.
 _BUFFER_BYTES = 1024 * 1024
 
+_STATE_TEXT = {
+    "committing": "being committed",
+    "committed": "already committed",
+    "aborted": "aborted",
+    "failed": "unusable after a failed commit",
+}
 _CODECS = ("zstd", "snappy", "gzip", "brotli", "lz4", "none")
+# NOTE: the staging folder of a load whose process was killed stays behind
+# until deleted by hand. Readers ignore it; nothing removes it automatically.
 _STAGING = "_staging"
 _MANIFESTS = "_manifests"
 _REJECTS = "_rejects"
@@ -103,10 +123,10 @@ def dataset_root(destination: str | os.PathLike, dataset: Dataset) -> str:
     The folder is `<destination>/<view>/<aggregation>`, or
     `<destination>/<view>` for a view without aggregation.
     """
-    parts = [os.fspath(destination).rstrip("/") or "/", dataset.view]
+    root = f"{os.fspath(destination).rstrip('/')}/{dataset.view}"
     if dataset.aggregation:
-        parts.append(dataset.aggregation)
-    return "/".join(parts)
+        root += f"/{dataset.aggregation}"
+    return root
 
 
 def partition_key(dataset: Dataset) -> str | None:
@@ -173,8 +193,7 @@ def read_parquet_dataset(
     """Read every committed row of `dataset` below `destination`.
 
     The table has the dataset's Arrow schema exactly, without the partition
-    column, with rows ordered by partition folder. A dataset never loaded
-    reads as an empty table.
+    column. A dataset never loaded reads as an empty table.
     """
     import pyarrow.dataset as ds
 
@@ -210,7 +229,7 @@ class _StagedFile:
 
 @dataclass
 class _Swap:
-    """What `commit` does to one partition folder."""
+    """The files that `commit` moves into and out of one partition folder."""
 
     folder: str
     new: list[tuple[_StagedFile, str]]
@@ -331,7 +350,7 @@ class ParquetBatchWriter:
 
         Raises:
             SchemaError: The batch's columns or types differ from the schema.
-            DataError: A column declared not nullable holds nulls.
+            DataError: A column declared not nullable contains nulls.
             LoadError: The staging file could not be written.
         """
         self._check_open()
@@ -400,6 +419,7 @@ class ParquetBatchWriter:
             moves = self._stage_extras(window, export_token, plan)
             trash = self._swap(plan, moves)
         except (OSError, pa.ArrowException) as err:
+            self._state = "failed"
             raise LoadError(
                 f"Could not commit the Parquet load of {self._dataset.name} to "
                 f"{self._sink}: {err}. The dataset was left as it was."
@@ -414,7 +434,7 @@ class ParquetBatchWriter:
             self._dataset.name,
             len(result.details["files"]),
             self._sink,
-            window,
+            window or "none",
         )
         return result
 
@@ -448,18 +468,14 @@ class ParquetBatchWriter:
     def _check_open(self) -> None:
         if self._state != "open":
             raise LoadError(
-                f"The Parquet writer for {self._dataset.name} is {self._state}; "
-                "open a new writer for another load."
+                f"The Parquet writer for {self._dataset.name} is "
+                f"{_STATE_TEXT[self._state]}; open a new writer for another load."
             )
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Return `batch` with the dataset's schema, or raise if it differs."""
-        if batch.schema.equals(self._schema):
-            return batch
-
-        if batch.schema.names != self._schema.names or batch.schema.types != list(
-            self._schema.types
-        ):
+        same_names = batch.schema.names == self._schema.names
+        if not same_names or batch.schema.types != self._schema.types:
             raise SchemaError(
                 f"Batch for {self._dataset.name} does not match its schema: "
                 f"{_first_difference(batch.schema, self._schema)}. Type the "
@@ -470,10 +486,14 @@ class ParquetBatchWriter:
             if not field_.nullable and column.null_count:
                 raise DataError(
                     f"Column {field_.name} of {self._dataset.name} is declared not "
-                    f"nullable but {column.null_count} rows are null; mark it "
+                    f"nullable, but {column.null_count} rows are null. Mark it "
                     "nullable in the schema file or reject those rows.",
                     column=field_.name,
                 )
+
+        if batch.schema.equals(self._schema):
+            return batch
+        # Only nullability or metadata differ, so the columns can be reused.
         return pa.RecordBatch.from_arrays(batch.columns, schema=self._schema)
 
     def _split(self, batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
@@ -937,13 +957,17 @@ def _mask_url(url: str) -> str:
 
 
 def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:
-    for position, field_ in enumerate(expected):
+    """Describe the first column where `actual` differs from `expected`."""
+    for position, wanted in enumerate(expected):
         if position >= len(actual):
-            return f"column {field_.name} is missing"
-        if actual.field(position).name != field_.name:
-            return f"column {position + 1} is {actual.field(position).name}, expected {field_.name}"
-        if actual.field(position).type != field_.type:
-            return f"column {field_.name} is {actual.field(position).type}, expected {field_.type}"
+            return f"column {wanted.name} is missing"
+
+        found = actual.field(position)
+        if found.name != wanted.name:
+            return f"column {position + 1} is {found.name}, expected {wanted.name}"
+        if found.type != wanted.type:
+            return f"column {wanted.name} is {found.type}, expected {wanted.type}"
+
     extra = ", ".join(actual.names[len(expected) :])
     return f"unexpected extra columns {extra}"
 

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from connector.load import parquet
 from connector.datasets import Dataset, rejects_schema
 from connector.errors import ConfigError, LoadError, SchemaError
+from connector.load import parquet
 from connector.load.parquet import (
     dataset_root,
     open_parquet_writer,
