@@ -97,13 +97,13 @@ class RetryPolicy:
         """Run `attempt` until it succeeds or the policy gives up.
 
         Args:
-            attempt: Makes one try; it raises one of `RETRYABLE_ERRORS` to
-                ask for another.
+            attempt: Makes one try. It raises one of `RETRYABLE_ERRORS` to
+                request another.
             action: What is being done, for messages (`Export request`).
             dataset: The `view/aggregation` concerned, when there is one.
 
         Raises:
-            TransientApiError: The retries ran out, or DiVA asked for a wait
+            TransientApiError: The retries ran out, or DiVA requested a wait
                 longer than `max_wait_s`.
             DownloadError: A download stayed incomplete or corrupt through
                 every attempt.
@@ -149,9 +149,8 @@ class RetryPolicy:
         raise TransientApiError(
             f"{describe_subject(action, dataset)} failed: DiVA returned "
             f"{err.status} and requested a wait of {retry_after:.0f} s before "
-            "retrying, "
-            f"longer than retry_max_wait_s={self.max_wait_s:g}. Try again later, "
-            "or raise retry_max_wait_s to wait that long.",
+            f"retrying, longer than retry_max_wait_s={self.max_wait_s:g}. Try "
+            "again later, or raise retry_max_wait_s to wait that long.",
             status=err.status,
             dataset=dataset,
             code=getattr(err, "code", None),
@@ -167,16 +166,16 @@ class RetryPolicy:
         dataset: str | None,
     ) -> DivaError:
         summary = f"Gave up after {attempts} attempts in {elapsed:.0f} s."
-        if isinstance(err, DownloadError):
-            context = {k: v for k, v in vars(err).items() if k != "message"}
-            return DownloadError(f"{err.message} {summary}", **context)
-
         log.error(
             "%s failed: %s %s",
             describe_subject(action, dataset),
             self._describe(err),
             summary,
         )
+        if isinstance(err, DownloadError):
+            context = {k: v for k, v in vars(err).items() if k != "message"}
+            return DownloadError(f"{err.message} {summary}", **context)
+
         return TransientApiError(
             f"{describe_subject(action, dataset)} failed after {attempts} attempts "
             f"in {elapsed:.0f} s: {self._describe(err)}. DiVA may be overloaded or "
