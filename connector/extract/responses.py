@@ -25,7 +25,7 @@ from connector.redaction import mask_text, mask_token
 #: Characters of a response body kept in an error message.
 MAX_BODY_CHARS = 300
 
-#: What each 403 sub-code means, from DiVA's documentation.
+#: Meaning of each 403 sub-code, from DiVA's documentation.
 FORBIDDEN_CODES = {
     "403001": "a requested field is not permitted for these credentials",
     "403002": "a filter is not permitted for these credentials",

@@ -46,9 +46,9 @@ class RetryPolicy:
     """Exponential backoff with jitter, bounded in attempts and total time.
 
     The wait before attempt n+1 is `first_wait_s * 2**(n-1)` plus up to
-    `jitter_s` of random jitter, capped at `max_wait_s`, unless DiVA named a
-    wait in `Retry-After`: that wait is honoured as given, and one longer than
-    `max_wait_s` ends the call at once instead of sleeping for it.
+    `jitter_s` of random jitter, capped at `max_wait_s`. When DiVA names a
+    wait in `Retry-After`, that wait is honoured as given. A `Retry-After`
+    longer than `max_wait_s` ends the call at once instead of sleeping.
 
     Attributes:
         max_attempts: Attempts per call, the first one included.

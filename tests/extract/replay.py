@@ -162,8 +162,8 @@ class ReplayServer:
                 self.mismatches.append(
                     f"request {number}: query {name}={actual!r}, expected {value!r}"
                 )
-        wanted = exchange["response"].get("when_request_has_header", {})
-        for name, value in wanted.items():
+        required_headers = exchange["response"].get("when_request_has_header", {})
+        for name, value in required_headers.items():
             if request.headers.get(name.lower()) != value:
                 self.mismatches.append(
                     f"request {number}: header {name}="

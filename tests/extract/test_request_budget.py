@@ -63,14 +63,14 @@ class _ThreadSafeClock(FakeClock):
 def test_budget_shared_by_threads_never_exceeds_limit():
     clock = _ThreadSafeClock()
     budget = RequestBudget(10, 100.0, sleep=clock.sleep, clock=clock)
-    taken: list[float] = []
-    taken_lock = threading.Lock()
+    acquired_at: list[float] = []
+    acquired_lock = threading.Lock()
 
     def worker() -> None:
         for _ in range(5):
             budget.acquire()
-            with taken_lock:
-                taken.append(clock())
+            with acquired_lock:
+                acquired_at.append(clock())
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -78,9 +78,9 @@ def test_budget_shared_by_threads_never_exceeds_limit():
     for thread in threads:
         thread.join(timeout=10)
 
-    taken.sort()
-    assert len(taken) == 40
-    for first, eleventh in zip(taken, taken[10:]):
+    acquired_at.sort()
+    assert len(acquired_at) == 40
+    for first, eleventh in zip(acquired_at, acquired_at[10:]):
         assert eleventh - first >= 100.0
 
 

@@ -95,8 +95,8 @@ def test_other_run_key_starts_afresh(tmp_path):
 def test_close_removes_state_and_keeps_files(tmp_path):
     run_dir = RunDirectory.open(tmp_path, "key")
     run_dir.record_token(WINDOW, TOKEN, compress="gz", max_count=None)
-    kept = run_dir.path / "export.csv.gz"
-    kept.write_bytes(BODY)
+    export_file = run_dir.path / "export.csv.gz"
+    export_file.write_bytes(BODY)
     (run_dir.path / "other.csv.gz.part").write_bytes(b"partial")
 
     run_dir.close()
