@@ -71,6 +71,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -325,11 +326,10 @@ class ParquetBatchWriter:
         self._dataset = dataset
         self._schema = dataset.arrow_schema()
         self._key = partition_key(dataset)
-        self._date_index = (
-            self._schema.get_field_index(dataset.date_column)
-            if dataset.date_column is not None
-            else None
-        )
+        self._date_index = None
+        if dataset.date_column is not None:
+            self._date_index = self._schema.get_field_index(dataset.date_column)
+            _check_date_type(dataset, self._schema.field(self._date_index).type)
         self._location = location
         self._sink = f"parquet {location}"
         self._compression = compression
@@ -706,9 +706,7 @@ class ParquetBatchWriter:
         return {
             "dataset": self._dataset.name,
             "load_id": self._load_id,
-            "window": None
-            if window is None
-            else {"start": window.start.isoformat(), "end": window.end.isoformat()},
+            "window": _window_json(window),
             "export_token": _mask_token(export_token),
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "partition_key": self._key,
@@ -771,24 +769,32 @@ class ParquetBatchWriter:
                 )
 
     def _clean_up(self, plan: list[_Swap], trash: list[str]) -> None:
-        """Delete replaced files, empty partition folders and the staging folder.
+        """Delete replaced files, emptied partition folders and the staging folder.
 
-        The load is committed already, so failures are only logged.
+        The load is committed already, so failures are only logged. The
+        `_staging` folder itself stays, since another load may be using it.
         """
-        try:
-            for path in trash:
-                self._fs.delete_file(path)
-            for swap in plan:
-                if swap.folder and swap.old and not swap.new:
-                    self._delete_if_empty(self._folder_path(swap.folder))
-            self._fs.delete_dir(self._staging)
-            self._delete_if_empty(posixpath.join(self._root, _STAGING))
-        except (OSError, pa.ArrowException) as err:
+        steps = [partial(self._fs.delete_file, path) for path in trash]
+        steps += [
+            partial(self._delete_if_empty, self._folder_path(swap.folder))
+            for swap in plan
+            if swap.folder and swap.old and not swap.new
+        ]
+        steps.append(partial(self._fs.delete_dir, self._staging))
+
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except (OSError, pa.ArrowException) as err:
+                errors.append(err)
+        if errors:
             log.warning(
-                "Committed %s, but could not remove old or staging files: %s. "
-                "Readers ignore them; delete them by hand.",
+                "Committed %s, but %d old or staging files could not be removed "
+                "(last error: %s). Readers ignore them; delete them by hand.",
                 self._dataset.name,
-                err,
+                len(errors),
+                errors[-1],
             )
 
     def _delete_if_empty(self, path: str) -> None:
@@ -857,6 +863,16 @@ def _resolve_filesystem(url: str, filesystem: Any) -> tuple[pafs.FileSystem, str
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), url
 
 
+def _check_date_type(dataset: Dataset, date_type: pa.DataType) -> None:
+    if not (pa.types.is_timestamp(date_type) or pa.types.is_date(date_type)):
+        raise SchemaError(
+            f"Cannot partition {dataset.name} by its date column "
+            f"{dataset.date_column} of type {date_type}: it must be a date or "
+            "timestamp. Fix the column's type in the schema file.",
+            column=dataset.date_column,
+        )
+
+
 def _day_numbers(column: pa.Array) -> pa.Array:
     """Return the day of each value as days since 1970-01-01 (int32)."""
     if pa.types.is_timestamp(column.type):
@@ -864,11 +880,6 @@ def _day_numbers(column: pa.Array) -> pa.Array:
         column = column.cast(pa.timestamp(column.type.unit)).cast(pa.date32())
     elif pa.types.is_date64(column.type):
         column = column.cast(pa.date32())
-    elif not pa.types.is_date32(column.type):
-        raise SchemaError(
-            f"Cannot partition by a date column of type {column.type}; the date "
-            "column must be a date or timestamp."
-        )
     return column.view(pa.int32())
 
 
@@ -920,6 +931,12 @@ def _naive_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
     return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _window_json(window: Window | None) -> dict[str, str] | None:
+    if window is None:
+        return None
+    return {"start": window.start.isoformat(), "end": window.end.isoformat()}
 
 
 def _window_id(window: Window | None) -> str:

@@ -20,7 +20,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from connector.datasets import Dataset, rejects_schema
-from connector.errors import ConfigError, LoadError, SchemaError
+from connector.errors import ConfigError, DataError, LoadError, SchemaError
 from connector.load import parquet
 from connector.load.parquet import (
     dataset_root,
@@ -307,6 +307,9 @@ def test_reload_replaces_only_window_partitions(destination):
     assert [
         n for n in _data_files(root) if "2024-03-04" in n or "2024-03-05" in n
     ] == other_files
+    fs, path = fsspec.core.url_to_fs(root)
+    leftovers = [n for n in fs.find(path) if "/." in n or "/_staging/" in n]
+    assert leftovers == []
 
 
 def test_reload_of_empty_window_clears_its_days(destination):
@@ -469,7 +472,7 @@ def test_zero_row_load_reports_zero_and_keeps_types(tmp_path):
     assert table.schema == dataset.arrow_schema()
 
 
-def test_zero_row_load_without_date_column_writes_typed_file(destination):
+def test_unpartitioned_zero_row_load_writes_file(destination):
     dataset = Dataset("transactiontoken", "", (), None, PAYMENTS.columns)
 
     result = _load(destination, [], dataset=dataset)
@@ -572,7 +575,39 @@ def test_batch_with_other_schema_is_rejected(tmp_path):
     writer.abort()
 
 
-def test_writer_refuses_use_after_commit(tmp_path):
+def test_null_in_not_null_column_raises(tmp_path):
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS)
+    batch = _batch(EVERY_TYPE_ROWS)
+    tokens = pa.array(["t1", None, "t3", "t4", "t5"])
+    batch = pa.RecordBatch.from_arrays(
+        [tokens, *batch.columns[1:]], schema=PAYMENTS.arrow_schema()
+    )
+
+    with pytest.raises(DataError, match="token of payments/detail") as caught:
+        writer.write(batch)
+    writer.abort()
+    assert caught.value.column == "token"
+
+
+def test_date_column_of_text_type_raises(tmp_path):
+    dataset = Dataset.from_dict(
+        {
+            "view": "notes",
+            "aggregation": "detail",
+            "key": ["token"],
+            "date_column": "created",
+            "columns": [
+                {"field": "token", "type": "varchar(10)"},
+                {"field": "created", "type": "TEXT"},
+            ],
+        }
+    )
+
+    with pytest.raises(SchemaError, match="date column created of type string"):
+        open_parquet_writer(str(tmp_path), dataset)
+
+
+def test_write_after_commit_raises(tmp_path):
     writer = open_parquet_writer(str(tmp_path), PAYMENTS)
     writer.commit(None, None)
 
