@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 #: DiVA's rate limit window, in seconds.
 RATE_LIMIT_PERIOD_S = 300.0
 
+#: Headers of poll and download requests. Export files are compressed
+#: already, and an identity body keeps byte offsets valid for `Range`.
+DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
+
 
 class DivaClient:
     """A client for DiVA's views, schemas and export cycle.
@@ -257,6 +261,7 @@ class DivaClient:
             dataset=dataset,
             stream=True,
             token=token,
+            headers=DOWNLOAD_HEADERS,
         )
         if response.status_code != 200:
             response.close()
@@ -356,7 +361,9 @@ class DivaClient:
         download: PartialDownload,
         dataset: str | None,
     ) -> requests.Response:
-        headers = {"Range": f"bytes={offset}-"} if offset else None
+        headers = dict(DOWNLOAD_HEADERS)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
             return self._send(
                 "download",
@@ -388,10 +395,17 @@ class DivaClient:
         dataset: str | None,
         stream: bool = False,
         token: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         return self.retry.call(
             lambda: self._send(
-                path, params, action=action, dataset=dataset, stream=stream, token=token
+                path,
+                params,
+                action=action,
+                dataset=dataset,
+                stream=stream,
+                token=token,
+                headers=headers,
             ),
             action=action,
             dataset=dataset,

@@ -112,7 +112,7 @@ def write_response(
     elif response.status_code == 206:
         download.discard()
         raise DownloadError(
-            "Download returned 206 to a request without Range; fetching it again."
+            "Download returned 206 Partial Content to a request without Range."
         )
     elif requested_offset:
         log.info("Server ignored the Range request; downloading the file from byte 0.")
@@ -126,8 +126,7 @@ def write_response(
         except _BROKEN_BODY_ERRORS as err:
             raise DownloadError(
                 f"Download broke off after {file.tell()} bytes "
-                f"({type(err).__name__}: {mask_text(str(err))}); it will be "
-                "fetched again.",
+                f"({type(err).__name__}: {mask_text(str(err))}).",
                 path=str(download.part),
             ) from err
 
@@ -173,8 +172,8 @@ def _check_content_range(
     download.discard()
     raise DownloadError(
         f"Download returned 206 with Content-Range {header!r}, which does not "
-        f"start at the requested byte {requested_offset}; downloading it again "
-        "from the start."
+        f"start at the requested byte {requested_offset}, so the bytes kept "
+        "were dropped."
     )
 
 
@@ -187,7 +186,7 @@ def _check_length(response: requests.Response, download: PartialDownload) -> Non
     received = response.raw.tell()
     if received < int(declared):
         raise DownloadError(
-            f"Download ended after {received} of {declared} bytes; it is "
-            "incomplete and will be fetched again.",
+            f"Download ended after {received} of {declared} bytes, so the file "
+            "is incomplete.",
             path=str(download.part),
         )

@@ -174,7 +174,12 @@ class RetryPolicy:
         )
         if isinstance(err, DownloadError):
             context = {k: v for k, v in vars(err).items() if k != "message"}
-            return DownloadError(f"{err.message} {summary}", **context)
+            return DownloadError(
+                f"{describe_subject(action, dataset)} failed after {attempts} "
+                f"attempts in {elapsed:.0f} s. Last error: {err.message} Try again "
+                "later, or raise retry_max_attempts.",
+                **context,
+            )
 
         return TransientApiError(
             f"{describe_subject(action, dataset)} failed after {attempts} attempts "

@@ -155,3 +155,14 @@ def test_unsatisfiable_range_starts_over(make_client, tmp_path):
     assert path.read_bytes() == BODY
     assert server.requests[1].headers.get("range") == "bytes=500-"
     assert "range" not in server.requests[2].headers
+
+
+def test_download_requests_identity_encoding(make_client, tmp_path):
+    with ReplayServer([download(202, body_bytes=b"Pending"), download()]) as server:
+        client = make_client(server.base_url)
+        client.poll_export(TOKEN)
+        client.poll_export(TOKEN)
+        client.download_export(TOKEN, tmp_path)
+
+    encodings = [r.headers.get("accept-encoding") for r in server.requests]
+    assert encodings == ["identity", "identity"]
