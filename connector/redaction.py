@@ -138,7 +138,9 @@ class SecretsFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = [secret for secret in secrets if secret]
+        # A list is kept by reference and read at every record, so secrets
+        # added to it after the filter was installed are masked as well.
+        self.secrets = secrets if isinstance(secrets, list) else list(secrets)
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:

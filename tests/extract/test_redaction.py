@@ -160,3 +160,14 @@ def test_mask_text_shortens_token_in_json_and_prose():
     masked = mask_text(text)
 
     assert masked == 'body {"token": "3f9c2a….csv.gz"} and token=8d41e0….csv.gz'
+
+
+def test_secrets_filter_sees_secrets_added_later():
+    secrets: list[str] = []
+    secrets_filter = SecretsFilter(secrets)
+    secrets.append("secret-added-later")
+    record = _record("password %s", "secret-added-later")
+
+    secrets_filter.filter(record)
+
+    assert record.getMessage() == "password ***"
