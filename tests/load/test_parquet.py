@@ -138,11 +138,14 @@ def _tokens(table: pa.Table) -> list[str]:
     return sorted(table.column("token").to_pylist())
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "file-url", "memory"])
 def destination(request, tmp_path):
     """A fresh destination: a local folder, or a `memory://` URL removed after."""
     if request.param == "local":
         yield str(tmp_path / "out")
+        return
+    if request.param == "file-url":
+        yield f"file://{tmp_path}/out"
         return
     url = f"memory://parquet-tests-{uuid.uuid4().hex}"
     yield url
@@ -355,6 +358,24 @@ def test_hour_window_replaces_only_its_hour(destination):
     assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == ["new-0", "old-1"]
 
 
+def test_rows_outside_window_replace_same_window_only(destination):
+    day_one = Window(date(2024, 3, 1), date(2024, 3, 1))
+    day_two = Window(date(2024, 3, 2), date(2024, 3, 2))
+    _load(destination, _day_rows("2024-03-02", 2, "own"), day_two)
+    spill = [_row("spill-old", "2024-03-02T03:00:00")]
+    _load(destination, _day_rows("2024-03-01", 1, "one") + spill, day_one)
+
+    spill = [_row("spill-new", "2024-03-02T04:00:00")]
+    _load(destination, _day_rows("2024-03-01", 1, "one") + spill, day_one)
+
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == [
+        "one-2024-03-01-0",
+        "own-2024-03-02-0",
+        "own-2024-03-02-1",
+        "spill-new",
+    ]
+
+
 def test_abort_leaves_dataset_unchanged(destination):
     _load(destination, _day_rows("2024-03-01", 3, "old"))
     root = dataset_root(destination, PAYMENTS)
@@ -525,6 +546,7 @@ def test_rejects_file_appears_on_commit(destination):
     assert stored.schema == rejects_schema()
     assert stored.column("line").to_pylist() == [7, 9]
     assert _tokens(_hive_table(root)) == ["ok-2024-03-01-0"]
+    assert pd.read_parquet(root)["token"].tolist() == ["ok-2024-03-01-0"]
 
 
 def test_row_groups_are_cut_at_row_group_rows(tmp_path):
