@@ -49,6 +49,9 @@ DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
 class DivaClient:
     """A client for DiVA's views, schemas and export cycle.
 
+    One client may be shared by the threads of a backfill, which then share
+    its request budget.
+
     Args:
         settings: Connection, retry and budget settings; the credentials and
             the program must be set.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import time
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,20 @@ def csv_rows(path: Path) -> list[list[str]]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             data = archive.read(archive.namelist()[0])
     return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def requests_of(sb, route: str, minimum: int) -> list:
+    """Return the sandbox's recorded requests of a route, once `minimum` are in.
+
+    The sandbox records a request after sending its response, so the last
+    one can reach the list a moment after the client has moved on.
+    """
+    deadline = time.monotonic() + 2.0
+    while True:
+        matching = [r for r in sb.requests if r.path.endswith(route)]
+        if len(matching) >= minimum or time.monotonic() > deadline:
+            return matching
+        time.sleep(0.01)
 
 
 def export_count(sb) -> int:
@@ -133,7 +148,7 @@ def test_broken_download_fetched_again(arm, sb, make_client, authorizations, tmp
 
     exported = run(make_client(sb.base_url), authorizations, tmp_path / "b")
 
-    downloads = [r for r in sb.requests if r.path.endswith("/download")]
+    downloads = requests_of(sb, "/download", 5)
     assert csv_rows(exported.path) == healthy
     assert len(downloads) >= 5  # two per healthy run, plus at least one retry
     assert list((tmp_path / "b").rglob("*.part")) == []
@@ -181,4 +196,37 @@ def test_wrong_password_fails_without_retry(
 
     assert caught.value.status == 401
     assert clock.sleeps == []
-    assert len(sb.requests) == 1
+    assert len(requests_of(sb, "/csv", 1)) == 1
+
+
+def test_threads_share_client_and_run_directory(
+    sb, make_client, authorizations, tmp_path
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(sb.base_url)
+    run_dir = RunDirectory.open(tmp_path, "backfill")
+    windows = [Window(date(2024, 3, day), date(2024, 3, day)) for day in range(1, 7)]
+
+    def export(window: Window) -> ExportedFile:
+        return export_window(
+            client,
+            authorizations,
+            window,
+            run_dir,
+            compress="gz",
+            max_count=None,
+            poll_interval_s=POLL_INTERVAL_S,
+            poll_max_interval_s=10.0,
+            poll_timeout_s=600.0,
+            max_reexports=2,
+        )
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        exported = list(pool.map(export, windows))
+
+    assert len({item.path for item in exported}) == len(windows)
+    for item in exported:
+        assert len(csv_rows(item.path)) - 1 == ROWS_PER_DAY
+        assert run_dir.recorded_file(item.window) == item.path
+    assert export_count(sb) == len(windows)
