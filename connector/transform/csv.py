@@ -188,33 +188,52 @@ class TextBatchReader:
     def _read_pass(
         self, payload: Payload, block_bytes: int, skip_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        reader = pacsv.open_csv(
-            payload.stream,
-            read_options=pacsv.ReadOptions(block_size=block_bytes, use_threads=True),
-            parse_options=pacsv.ParseOptions(
-                newlines_in_values=True, invalid_row_handler=self._on_invalid_row
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types=self.column_types,
-                include_columns=list(self.column_types),
-                null_values=[""],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        )
-        if reader.schema.names != list(self.column_types):
-            raise DataError(
-                f"The header of {self.path} parsed as {reader.schema.names} by "
-                f"pyarrow but as {self.header} by the csv module; it is malformed.",
-                path=str(self.path),
-                line=1,
+        reader = self._open_reader(payload, block_bytes)
+        try:
+            seen = 0
+            for batch in reader:
+                start = max(skip_rows - seen, 0)
+                seen += batch.num_rows
+                if start < batch.num_rows:
+                    yield batch.slice(start) if start else batch
+        finally:
+            # Stops pyarrow's read-ahead before the payload below it closes.
+            reader.close()
+
+    def _open_reader(
+        self, payload: Payload, block_bytes: int
+    ) -> pacsv.CSVStreamingReader:
+        try:
+            reader = pacsv.open_csv(
+                payload.stream,
+                read_options=pacsv.ReadOptions(
+                    block_size=block_bytes, use_threads=True
+                ),
+                parse_options=pacsv.ParseOptions(
+                    newlines_in_values=True, invalid_row_handler=self._on_invalid_row
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=self.column_types,
+                    include_columns=list(self.column_types),
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
             )
-        seen = 0
-        for batch in reader:
-            start = max(skip_rows - seen, 0)
-            seen += batch.num_rows
-            if start < batch.num_rows:
-                yield batch.slice(start) if start else batch
+        except pa.ArrowKeyError as err:
+            raise self._header_mismatch(str(err)) from err
+        if reader.schema.names != list(self.column_types):
+            reader.close()
+            raise self._header_mismatch(f"pyarrow read {reader.schema.names}")
+        return reader
+
+    def _header_mismatch(self, detail: str) -> DataError:
+        return DataError(
+            f"The header of {self.path} is malformed: the csv module read "
+            f"{self.header}, but {detail}.",
+            path=str(self.path),
+            line=1,
+        )
 
     def _on_invalid_row(self, row: pacsv.InvalidRow) -> str:
         if not self.skip_invalid_rows:
