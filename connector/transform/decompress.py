@@ -42,7 +42,8 @@ _OTHER_MAGIC = {
     b"\x28\xb5\x2f\xfd": "zstd",
     b"7z\xbc\xaf": "7z",
 }
-#: Gzip layers unwrapped at most; real exports have one, rarely two.
+#: Maximum gzip layers unwrapped. An export has one, and a download saved
+#: without decoding `Content-Encoding: gzip` has two.
 MAX_GZIP_LAYERS = 4
 _READ_BUFFER_BYTES = 1024 * 1024
 
@@ -199,8 +200,8 @@ def _pick_csv_member(infos: list[zipfile.ZipInfo], path: Path) -> zipfile.ZipInf
     ]
     if len(csv_members) == 1:
         return csv_members[0]
-    # A lone member without the .csv suffix is still read: DiVA names the
-    # member after the export, and the content is checked when parsed.
+    # A lone member without the .csv suffix is still read, because its
+    # content is checked when parsed.
     if not csv_members and len(candidates) == 1:
         return candidates[0]
     names = ", ".join(info.filename for info in csv_members or candidates)
