@@ -4,6 +4,7 @@ Three kinds of value must never reach a log line or an error message in clear.
 They are the Basic auth tokens (and any password in a warehouse URL),
 credentials written into a URL, and DiVA export tokens, which name a
 downloadable file.
+
 Export tokens are shortened to a recognisable prefix so that a user can still
 tell two exports apart: `3f9c2a7e5b1d4c08.csv.gz` becomes `3f9c2a….csv.gz`.
 """
@@ -102,19 +103,14 @@ def scrub_exception(err: BaseException, secrets: Iterable[str] = ()) -> None:
     """
     secrets = list(secrets)
     seen: set[int] = set()
-    current: BaseException | None = err
-    pending: list[BaseException] = []
-    while current is not None or pending:
-        if current is None:
-            current = pending.pop()
-        if id(current) in seen:
-            current = None
+    stack: list[BaseException | None] = [err]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
             continue
         seen.add(id(current))
         current.args = tuple(_scrub_argument(arg, secrets) for arg in current.args)
-        if current.__context__ is not None:
-            pending.append(current.__context__)
-        current = current.__cause__
+        stack.extend((current.__cause__, current.__context__))
 
 
 def _scrub_argument(arg: object, secrets: list[str]) -> object:
