@@ -53,6 +53,13 @@ def test_crlf_quoted_fields_survive_any_chunk_size(cases_dataset, chunk_bytes):
     assert reader.report.rows_read == 6
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 64, 257, 1000, 1 << 20])
+def test_crlf_quoted_fields_count_six_records(chunk_bytes):
+    path = CASES / "02-crlf-quoted-fields.csv"
+
+    assert count_records(path, TransformOptions(chunk_bytes=chunk_bytes)) == 6
+
+
 def test_header_only_export_reads_zero_rows(cases_dataset):
     table = read_table(CASES / "03-header-only.csv.gz", cases_dataset)
 
@@ -120,6 +127,9 @@ def test_zip_skips_directories_and_appledouble(cases_dataset, caplog):
         Decimal("12.50"),
     ]
     assert reader.report.member == "export/transactions.csv"
+    assert reader.report.compression == "zip"
+    assert reader.report.uncompressed_bytes == 675
+    assert reader.report.file_bytes == 988
     assert "export/transactions.csv" in caplog.text
 
 
