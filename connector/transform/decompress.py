@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from connector.errors import DataError, DownloadError
+from connector.transform.inflate import InflateReader, can_inflate
 from connector.transform.options import TransformOptions
 
 try:
@@ -158,6 +159,8 @@ def _open_zip_member(raw: BinaryIO, path: Path) -> tuple[BinaryIO, str]:
     for info in infos:
         _check_member_name(info.filename, path)
     member = _pick_csv_member(infos, path)
+    if can_inflate(member):
+        return InflateReader(raw, member, path), member.filename
     try:
         return archive.open(member), member.filename
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as err:

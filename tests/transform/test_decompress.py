@@ -214,3 +214,50 @@ def test_payload_close_releases_file(tmp_path):
     assert payload.stream.closed
     assert payload._file.closed
     assert isinstance(payload.stream, io.BufferedReader)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_zip_member_read_whole(tmp_path, compression):
+    data = (CSV_TEXT * 3000).encode()
+    path = tmp_path / "e.zip"
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr("e.csv", data)
+
+    read, _, member = payload_bytes(path)
+
+    assert read == data
+    assert member == "e.csv"
+
+
+def test_zip_member_with_bad_crc_raises(tmp_path):
+    data = (CSV_TEXT * 100).encode()
+    path = make_zip(tmp_path / "e.zip", {"e.csv": data})
+    archive_bytes = bytearray(path.read_bytes())
+    crc = zipfile.ZipFile(path).getinfo("e.csv").CRC.to_bytes(4, "little")
+    central = archive_bytes.rindex(crc)
+    archive_bytes[central] ^= 0xFF
+    path.write_bytes(bytes(archive_bytes))
+
+    with pytest.raises(DownloadError, match="CRC-32") as info:
+        payload_bytes(path)
+
+    assert "e.csv" in str(info.value)
+
+
+def test_zip_member_with_corrupt_data_raises(tmp_path):
+    data = bytes(range(256)) * 400
+    path = make_zip(tmp_path / "e.zip", {"e.csv": b"a,b\n" + data})
+    archive_bytes = bytearray(path.read_bytes())
+    archive_bytes[200:400] = b"\x00" * 200
+    path.write_bytes(bytes(archive_bytes))
+
+    with pytest.raises(DownloadError, match="truncated or corrupt zip"):
+        payload_bytes(path)
+
+
+def test_truncated_zip_archive_raises(tmp_path):
+    path = make_zip(tmp_path / "e.zip", {"e.csv": CSV_TEXT.encode()})
+    path.write_bytes(path.read_bytes()[:-30])
+
+    with pytest.raises(DownloadError, match="truncated or corrupt zip"):
+        payload_bytes(path)
