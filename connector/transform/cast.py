@@ -77,10 +77,8 @@ def cast_column(
         result = _cast_date(values)
     elif kind == "timestamp":
         result = _cast_timestamp(values, options)
-    elif kind == "decimal":
-        result = _cast_arrow(values, column.type.arrow_type(), _decimal_reason(column))
     else:
-        result = _cast_arrow(values, column.type.arrow_type(), _integer_reason(column))
+        result = _cast_number(values, column)
 
     if not column.nullable and result.null_count:
         raise ValueProblem("the value is empty, but the column does not allow nulls")
@@ -108,34 +106,29 @@ def find_bad_rows(
     yield from find_bad_rows(values.slice(middle), column, options, start + middle)
 
 
-def _cast_arrow(values: pa.Array, target: pa.DataType, describe) -> pa.Array:
+def _cast_number(values: pa.Array, column: Column) -> pa.Array:
     try:
-        return pc.cast(values, target)
+        return pc.cast(values, column.type.arrow_type())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise ValueProblem(describe(str(err))) from err
+        raise ValueProblem(_describe_number_error(column, str(err))) from err
 
 
-def _decimal_reason(column: Column):
+def _describe_number_error(column: Column, message: str) -> str:
+    kind = column.type.kind
+    if kind != "decimal":
+        return f"not a whole number in the range of {kind}"
     precision, scale = column.type.precision, column.type.scale
-
-    def describe(message: str) -> str:
-        if "Rescaling" in message:
-            return (
-                f"more than {scale} digits after the decimal point; values are "
-                "never rounded"
-            )
-        if "precision" in message:
-            return f"more than {precision} digits in total"
-        return "not a decimal number"
-
-    return describe
-
-
-def _integer_reason(column: Column):
-    def describe(message: str) -> str:
-        return f"not a whole number in the range of {column.type.kind}"
-
-    return describe
+    if "Rescaling" in message:
+        return (
+            f"more than {scale} digits after the decimal point; values are never "
+            "rounded"
+        )
+    if "precision" in message:
+        return (
+            f"more than {precision - scale} digits before the decimal point "
+            f"(precision {precision}, scale {scale})"
+        )
+    return "not a decimal number"
 
 
 def _check_length(values: pa.Array, max_length: int | None) -> pa.Array:
