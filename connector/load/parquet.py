@@ -68,7 +68,9 @@ import os
 import posixpath
 import re
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -95,9 +97,18 @@ NULL_PARTITION = "__null__"
 #: because a buffered slice keeps the whole batch it was cut from alive.
 _MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 
-#: Staging files kept open at once. Past it, the least recently used file is
-#: finished, and its partition starts a new file when more rows arrive.
+#: Staging files kept open at once, split evenly between the writer threads.
+#: Past it, a thread finishes its least recently used file, and that
+#: partition starts a new file when more rows arrive.
 _MAX_OPEN_FILES = 64
+
+#: Threads that encode and write staging files, each for its own partitions.
+#: pyarrow encodes one file on one thread, so two let two partitions encode
+#: at once while the caller reads the next batches.
+_WRITER_THREADS = 2
+
+#: Flushes queued per writer thread before `write` waits for the oldest.
+_MAX_PENDING_TASKS = 2
 
 #: Write buffer between a Parquet writer and its checksummed file, in bytes.
 _BUFFER_BYTES = 1024 * 1024
@@ -238,10 +249,20 @@ class _Swap:
 
 
 @dataclass
+class _Lane:
+    """A writer thread, its queued tasks and the staging files only it writes."""
+
+    executor: ThreadPoolExecutor | None = None
+    pending: deque[Future] = field(default_factory=deque)
+    open_files: OrderedDict[str, _Partition] = field(default_factory=OrderedDict)
+
+
+@dataclass
 class _Partition:
     """The buffered rows and open staging file of one partition."""
 
     folder: str
+    lane: int = 0
     batches: list[pa.RecordBatch] = field(default_factory=list)
     rows: int = 0
     nbytes: int = 0
@@ -337,7 +358,7 @@ class ParquetBatchWriter:
         self._load_id = _new_load_id()
         self._staging = posixpath.join(root, _STAGING, self._load_id)
         self._partitions: dict[str, _Partition] = {}
-        self._open_files: OrderedDict[str, _Partition] = OrderedDict()
+        self._lanes = [_Lane() for _ in range(_WRITER_THREADS)]
         self._staged: list[_StagedFile] = []
         self._rejects = _Partition(_REJECTS)
         self._rejects_rows = 0
@@ -447,10 +468,10 @@ class ParquetBatchWriter:
             return
         self._state = "aborted"
 
+        self._stop_threads()
         for part in [*self._partitions.values(), self._rejects]:
             _close_quietly(part)
         self._partitions.clear()
-        self._open_files.clear()
         try:
             if self._fs.get_file_info(self._staging).type != pafs.FileType.NotFound:
                 self._fs.delete_dir(self._staging)
@@ -528,7 +549,8 @@ class ParquetBatchWriter:
     def _buffer(self, folder: str, batch: pa.RecordBatch) -> None:
         part = self._partitions.get(folder)
         if part is None:
-            part = self._partitions[folder] = _Partition(folder)
+            lane = len(self._partitions) % len(self._lanes)
+            part = self._partitions[folder] = _Partition(folder, lane)
         part.batches.append(batch)
         part.rows += batch.num_rows
         part.nbytes += batch.nbytes
@@ -549,9 +571,8 @@ class ParquetBatchWriter:
         if count == 0:
             return
 
-        writer = self._writer_for(part)
-        writer.write_table(table.slice(0, count), row_group_size=self._row_group_rows)
-        part.file_rows += count
+        lane = self._lanes[part.lane]
+        self._submit(lane, self._write_rows, part, table.slice(0, count))
 
         rest = table.slice(count)
         self._buffered_bytes -= part.nbytes
@@ -560,19 +581,56 @@ class ParquetBatchWriter:
         part.nbytes = rest.nbytes
         self._buffered_bytes += part.nbytes
 
+    def _submit(self, lane: _Lane, task: Callable[..., None], *args: Any) -> None:
+        """Queue `task` on `lane`'s thread; wait while too many are queued.
+
+        Parquet encoding releases the GIL, so the threads encode and compress
+        while the caller parses and casts the next batches. Each partition
+        stays on one lane, whose single thread runs tasks in order, so row
+        groups keep their order and a staging file is used by one thread.
+        """
+        if lane.executor is None:
+            lane.executor = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
+        lane.pending.append(lane.executor.submit(task, *args))
+        while len(lane.pending) > _MAX_PENDING_TASKS:
+            lane.pending.popleft().result()
+
+    def _drain(self) -> None:
+        """Wait for every queued task; re-raise the first error."""
+        for lane in self._lanes:
+            while lane.pending:
+                lane.pending.popleft().result()
+
+    def _stop_threads(self) -> None:
+        for lane in self._lanes:
+            for future in lane.pending:
+                future.cancel()
+            lane.pending.clear()
+            if lane.executor is not None:
+                lane.executor.shutdown(wait=True)
+                lane.executor = None
+
+    # Runs on a lane's thread, or on the caller's once the lanes are drained.
+
+    def _write_rows(self, part: _Partition, table: pa.Table) -> None:
+        writer = self._writer_for(part)
+        writer.write_table(table, row_group_size=self._row_group_rows)
+        part.file_rows += table.num_rows
+
     def _writer_for(self, part: _Partition) -> pq.ParquetWriter:
+        open_files = self._lanes[part.lane].open_files
         if part.writer is not None:
-            self._open_files.move_to_end(part.folder)
+            open_files.move_to_end(part.folder)
             return part.writer
 
-        if len(self._open_files) >= _MAX_OPEN_FILES:
-            _, oldest = self._open_files.popitem(last=False)
+        if len(open_files) >= max(1, _MAX_OPEN_FILES // len(self._lanes)):
+            _, oldest = open_files.popitem(last=False)
             self._finish_file(oldest)
         part.name = f"{part.sequence:04d}.parquet"
         part.sequence += 1
         path = posixpath.join(self._staging, part.folder, part.name)
         part.writer, part.stream = self._open_file(path, self._schema)
-        self._open_files[part.folder] = part
+        open_files[part.folder] = part
         return part.writer
 
     def _open_file(
@@ -597,16 +655,22 @@ class ParquetBatchWriter:
                 part.stream.hexdigest(),
             )
         )
-        self._open_files.pop(part.folder, None)
+        self._lanes[part.lane].open_files.pop(part.folder, None)
         part.writer = part.stream = None
         part.file_rows = 0
+
+    def _finish_open_files(self, lane: _Lane) -> None:
+        for part in list(lane.open_files.values()):
+            self._finish_file(part)
 
     def _finish_files(self) -> None:
         for part in self._partitions.values():
             if part.rows:
                 self._flush(part, whole_groups=False)
-            if part.writer is not None:
-                self._finish_file(part)
+        for lane in self._lanes:
+            self._submit(lane, self._finish_open_files, lane)
+        self._drain()
+        self._stop_threads()
 
         # An unpartitioned dataset always gets a file, so readers see its
         # columns even after a zero-row load.

@@ -397,11 +397,12 @@ def test_uncommitted_writer_is_invisible_to_readers(destination):
     _load(destination, _day_rows("2024-03-01", 2, "old"))
     root = dataset_root(destination, PAYMENTS)
 
-    # A writer that is never committed nor aborted, as after a crash.
+    # A writer that is never committed nor aborted, as after a crash. Its
+    # queue of flushes is bounded, so most of these row groups are on disk.
     writer = open_parquet_writer(destination, PAYMENTS, row_group_rows=2)
-    writer.write(
-        _batch(_day_rows("2024-03-01", 4, "new") + _day_rows("2024-03-07", 4, "new"))
-    )
+    rows = _day_rows("2024-03-01", 8, "new") + _day_rows("2024-03-07", 8, "new")
+    for start in range(0, len(rows), 2):
+        writer.write(_batch(rows[start : start + 2]))
     fs, path = fsspec.core.url_to_fs(root)
     staged = [name for name in fs.find(f"{path}/_staging") if name.endswith(".parquet")]
 
