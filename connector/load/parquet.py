@@ -92,9 +92,9 @@ log = logging.getLogger(__name__)
 #: Partition value of rows whose date column is null.
 NULL_PARTITION = "__null__"
 
-#: Rows buffered across all partitions before the largest buffer is written
-#: out as a smaller row group, in bytes of Arrow memory. It is an estimate,
-#: because a buffered slice keeps the whole batch it was cut from alive.
+#: Arrow memory buffered across all partitions, in bytes, before the largest
+#: buffer is written out as a smaller row group. It is an estimate: a slice
+#: counts its share of its batch's buffers, and keeps the whole batch alive.
 _MAX_BUFFERED_BYTES = 256 * 1024 * 1024
 
 #: Staging files kept open at once, split evenly between the writer threads.
@@ -265,7 +265,7 @@ class _Partition:
     lane: int = 0
     batches: list[pa.RecordBatch] = field(default_factory=list)
     rows: int = 0
-    nbytes: int = 0
+    nbytes: float = 0
     writer: pq.ParquetWriter | None = None
     stream: _ChecksumStream | None = None
     name: str = ""
@@ -362,7 +362,7 @@ class ParquetBatchWriter:
         self._staged: list[_StagedFile] = []
         self._rejects = _Partition(_REJECTS)
         self._rejects_rows = 0
-        self._buffered_bytes = 0
+        self._buffered_bytes = 0.0
         self._rows = 0
         self._state = "open"
 
@@ -379,9 +379,12 @@ class ParquetBatchWriter:
         if batch.num_rows == 0:
             return
 
+        # RecordBatch.nbytes walks every buffer of every slice, which costs
+        # more than the split itself, so slices are sized from the batch.
+        row_bytes = batch.get_total_buffer_size() / batch.num_rows
         try:
             for folder, rows in self._split(batch):
-                self._buffer(folder, rows)
+                self._buffer(folder, rows, rows.num_rows * row_bytes)
         except (OSError, pa.ArrowException) as err:
             raise LoadError(
                 f"Could not write staging files under {self._staging}: {err}"
@@ -546,15 +549,15 @@ class ParquetBatchWriter:
         value = NULL_PARTITION if day is None else _EPOCH + timedelta(days=day)
         return f"{self._key}={value}"
 
-    def _buffer(self, folder: str, batch: pa.RecordBatch) -> None:
+    def _buffer(self, folder: str, batch: pa.RecordBatch, nbytes: float) -> None:
         part = self._partitions.get(folder)
         if part is None:
             lane = len(self._partitions) % len(self._lanes)
             part = self._partitions[folder] = _Partition(folder, lane)
         part.batches.append(batch)
         part.rows += batch.num_rows
-        part.nbytes += batch.nbytes
-        self._buffered_bytes += batch.nbytes
+        part.nbytes += nbytes
+        self._buffered_bytes += nbytes
 
         if part.rows >= self._row_group_rows:
             self._flush(part, whole_groups=True)
@@ -575,11 +578,11 @@ class ParquetBatchWriter:
         self._submit(lane, self._write_rows, part, table.slice(0, count))
 
         rest = table.slice(count)
-        self._buffered_bytes -= part.nbytes
+        rest_bytes = part.nbytes * rest.num_rows / table.num_rows
+        self._buffered_bytes -= part.nbytes - rest_bytes
         part.batches = [b for b in rest.to_batches() if b.num_rows]
         part.rows = rest.num_rows
-        part.nbytes = rest.nbytes
-        self._buffered_bytes += part.nbytes
+        part.nbytes = rest_bytes
 
     def _submit(self, lane: _Lane, task: Callable[..., None], *args: Any) -> None:
         """Queue `task` on `lane`'s thread; wait while too many are queued.
