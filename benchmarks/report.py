@@ -21,6 +21,8 @@ class Measurement:
         compression: `gzip` or `zip`, the export file read.
         rows: Rows the step reported as read or written.
         seconds: Wall-clock time of the step alone.
+        cpu_seconds: CPU time (user and system, all threads) of the step's
+            process; a database server's own work is not in it.
         peak_rss_bytes: Peak resident set size of the step's process.
         error: Why the step failed, or None.
         variant: What sets a second run of the same path apart, e.g. the
@@ -33,6 +35,7 @@ class Measurement:
     compression: str
     rows: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     peak_rss_bytes: int = 0
     error: str | None = None
     variant: str = ""
@@ -132,16 +135,16 @@ def results_table(results: list[Measurement]) -> list[str]:
     """Return the Markdown table of every measurement."""
     lines = [
         (
-            "| export rows | run | rows | seconds | rows/s | peak RSS (MiB) "
+            "| export rows | run | rows | seconds | rows/s | CPU s | peak RSS (MiB) "
             "| × floor | × naive |"
         ),
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for item in results:
         if item.error is not None:
             lines.append(
                 f"| {item.export_rows:,} | {item.label} | failed: {_cell(item.error)} "
-                "| | | | | |"
+                "| | | | | | |"
             )
             continue
         floor = time_ratio(results, item, "floor") if item.role == "product" else None
@@ -152,7 +155,8 @@ def results_table(results: list[Measurement]) -> list[str]:
         )
         lines.append(
             f"| {item.export_rows:,} | {item.label} | {item.rows:,} | {item.seconds:.2f} "
-            f"| {item.rows_per_s:,.0f} | {item.peak_rss_bytes / MIB:.0f} "
+            f"| {item.rows_per_s:,.0f} | {item.cpu_seconds:.2f} "
+            f"| {item.peak_rss_bytes / MIB:.0f} "
             f"| {_ratio(floor)} | {_ratio(naive)} |"
         )
     return lines

@@ -66,6 +66,7 @@ class Suite:
                 figures = json.loads(done.stdout.strip().splitlines()[-1])
                 measured.rows = figures["rows"]
                 measured.seconds = figures["seconds"]
+                measured.cpu_seconds = figures["cpu_seconds"]
                 measured.peak_rss_bytes = figures["peak_rss_bytes"]
             else:
                 measured.error = _last_error(done.stderr)

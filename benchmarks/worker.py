@@ -109,10 +109,18 @@ STEPS: dict[str, Callable[[dict[str, Any]], int]] = {
 
 
 def _timed(spec: dict[str, Any], step: Callable[[], int]) -> int:
+    cpu_started = _cpu_seconds()
     started = time.perf_counter()
     rows = step()
     spec["seconds"] = time.perf_counter() - started
+    spec["cpu_seconds"] = _cpu_seconds() - cpu_started
     return rows
+
+
+def _cpu_seconds() -> float:
+    """Return the user plus system CPU time of every thread of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_bytes() -> int:
@@ -142,6 +150,7 @@ def main(argv: list[str]) -> int:
     result = {
         "rows": rows,
         "seconds": spec["seconds"],
+        "cpu_seconds": spec["cpu_seconds"],
         "peak_rss_bytes": peak_rss_bytes(),
     }
     sys.stdout.write(json.dumps(result) + "\n")
