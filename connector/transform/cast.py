@@ -169,9 +169,9 @@ def _cast_date(values: pa.Array) -> pa.Array:
 
 
 def _cast_timestamp(values: pa.Array, options: TransformOptions) -> pa.Array:
-    # A DiVA export writes a column in one form, all zone-less or all with a
-    # zone, so one of the first two casts usually succeeds. Only a column
-    # that mixes both forms pays for the regex.
+    # When a column uses one form throughout, all zone-less or all with a
+    # zone, one of the first two casts succeeds. Only a column that mixes
+    # both forms pays for the regex.
     try:
         naive = pc.cast(values, _NAIVE)
     except pa.ArrowInvalid:

@@ -1,9 +1,9 @@
 """Inflate a deflated zip member with isal, which is faster than zlib.
 
-`zipfile` inflates with zlib. For the common case, a deflated member that
-is not encrypted, the member's bytes are read straight from the archive
-and inflated with `isal.isal_zlib`, and the CRC-32 and size from the
-central directory are checked at the end, as `zipfile` does.
+`zipfile` inflates with zlib. A deflated member that is not encrypted is
+instead read straight from the archive and inflated with `isal.isal_zlib`.
+Its CRC-32 and size are checked against the central directory at the end,
+as `zipfile` does. Other members are left to `zipfile`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
-# Small input reads bound the output of one step to about 1,000 times
-# their size, which is deflate's maximum expansion.
+# Small input reads bound the output of one step, because deflate expands
+# its input at most about 1,032 times.
 _INPUT_CHUNK_BYTES = 16 * 1024
 
 
