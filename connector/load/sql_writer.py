@@ -166,7 +166,9 @@ class SqlBatchWriter:
                 self.fail_before_commit()
             self.connection.commit()
 
-        self._close()
+        # The load is committed: a failure to drop the staging table or to
+        # close the connection now must not report it as failed.
+        self._discard()
         self._dispose_engine()
         result = self._result(counts)
         log.info(
