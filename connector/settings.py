@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     source_timezone: str = Field(
         "UTC", description="Zone of DiVA's zone-less timestamps (IANA name)."
     )
+    ambiguous_times: Literal["raise", "earliest", "latest"] = Field(
+        "raise",
+        description="What to do with a zone-less time that is ambiguous or does "
+        "not exist in source_timezone (daylight saving changes).",
+    )
     on_bad_rows: Literal["fail", "quarantine"] = Field(
         "fail", description="fail: stop at the first bad value; quarantine: "
         "set bad rows aside in a rejects file and table."
