@@ -1042,15 +1042,17 @@ def _mask_url(url: str) -> str:
 
 def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:
     """Describe the first column where `actual` differs from `expected`."""
-    for position, wanted in enumerate(expected):
+    for position, expected_field in enumerate(expected):
         if position >= len(actual):
-            return f"column {wanted.name} is missing"
+            return f"column {expected_field.name} is missing"
 
         found = actual.field(position)
-        if found.name != wanted.name:
-            return f"column {position + 1} is {found.name}, expected {wanted.name}"
-        if found.type != wanted.type:
-            return f"column {wanted.name} is {found.type}, expected {wanted.type}"
+        if found.name != expected_field.name:
+            return (
+                f"column {position + 1} is {found.name}, expected {expected_field.name}"
+            )
+        if found.type != expected_field.type:
+            return f"column {expected_field.name} is {found.type}, expected {expected_field.type}"
 
     extra = ", ".join(actual.names[len(expected) :])
     return f"unexpected extra columns {extra}"
