@@ -1042,17 +1042,15 @@ def _mask_url(url: str) -> str:
 
 def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:
     """Describe the first column where `actual` differs from `expected`."""
-    for position, expected_field in enumerate(expected):
+    for position, column in enumerate(expected):
         if position >= len(actual):
-            return f"column {expected_field.name} is missing"
+            return f"column {column.name} is missing"
 
         found = actual.field(position)
-        if found.name != expected_field.name:
-            return (
-                f"column {position + 1} is {found.name}, expected {expected_field.name}"
-            )
-        if found.type != expected_field.type:
-            return f"column {expected_field.name} is {found.type}, expected {expected_field.type}"
+        if found.name != column.name:
+            return f"column {position + 1} is {found.name}, expected {column.name}"
+        if found.type != column.type:
+            return f"column {column.name} is {found.type}, expected {column.type}"
 
     extra = ", ".join(actual.names[len(expected) :])
     return f"unexpected extra columns {extra}"
