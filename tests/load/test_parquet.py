@@ -229,7 +229,6 @@ def test_dataset_root_with_and_without_aggregation():
         == "s3://bucket/lake/payments/detail"
     )
     assert dataset_root("/data", no_aggregation) == "/data/transactiontoken"
-    assert no_aggregation.name == "transactiontoken"
 
 
 def _with_date_columns(*names: str) -> Dataset:
