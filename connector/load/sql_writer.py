@@ -14,7 +14,12 @@ import sqlalchemy as sa
 
 from connector.errors import LoadError
 from connector.load.base import LoadResult
-from connector.load.sql_dialects import MergeCounts, describe_key, merger_for
+from connector.load.sql_dialects import (
+    MergeCounts,
+    StagingMerger,
+    describe_key,
+    merger_for,
+)
 from connector.load.sql_schema import (
     audit_table,
     family,
@@ -74,6 +79,7 @@ class SqlBatchWriter:
         self._metadata = sa.MetaData()
         self._schema = dataset.arrow_schema()
         self._rejects: sa.Table | None = None
+        self._merger: StagingMerger | None = None
         self._session_restore: list[Callable[[], None]] = []
 
     def open(self) -> None:
@@ -346,7 +352,9 @@ class SqlBatchWriter:
             self.connection.rollback()
             self._close()
         except Exception as err:  # noqa: BLE001 - the connection may be dead
-            log.debug("Closing the connection after a failed load: %s", err)
+            log.debug(
+                "Closing the connection of the load into %s failed: %s", self.sink, err
+            )
             if self.connection is not None:
                 self.connection.invalidate()
                 self.connection.close()
@@ -361,9 +369,8 @@ class SqlBatchWriter:
         self.connection = None
 
     def _merger_drop_stage(self) -> None:
-        merger = getattr(self, "_merger", None)
-        if merger is not None:
-            merger.drop_stage()
+        if self._merger is not None:
+            self._merger.drop_stage()
             self.connection.commit()
 
     def _record_failure(
