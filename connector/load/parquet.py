@@ -45,11 +45,14 @@ Every name starting with `_` or `.` is skipped by `pyarrow.dataset` and by
 files, manifests, rejects and replaced files out of the readers' sight.
 
 A load streams into staging files, one `ParquetWriter` per partition, with
-memory bounded by the row-group buffers (`_MAX_BUFFERED_BYTES`). `commit`
-then swaps partition by partition: the new files are renamed into place and
-the files they replace are renamed to hidden names. The manifest is moved
-in last, and the hidden files are deleted after that. An error during the
-swap undoes the renames done so far.
+memory bounded by the row-group buffers (`_MAX_BUFFERED_BYTES`). Row groups
+are encoded on background threads (`_WRITER_THREADS`) while the caller
+prepares the next batches. `commit` then swaps partition by partition: the
+new files are renamed into place and the files they replace are renamed to
+hidden names. The manifest (dataset, window, rows, bytes, each file with
+its SHA-256, the export token masked) is moved in last, and the hidden
+files are deleted after that. An error during the swap undoes the renames
+done so far.
 
 NOTE: the swap is not atomic across partitions. While `commit` runs, a
 reader may see some days already replaced and others not, and for a moment
