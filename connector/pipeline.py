@@ -102,12 +102,10 @@ def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
     Raises:
         ConfigError: No sink is configured, or a warehouse has no table.
     """
+    # The warehouse is committed first: it is the sink most likely to refuse
+    # a load (constraints, lost connections), and the pipeline commits the
+    # sinks in list order, so a refusal there leaves Parquet untouched too.
     writers: list[BatchWriter] = []
-    if settings.parquet:
-        from connector.load.parquet import open_parquet_writer
-
-        writers.append(open_parquet_writer(settings.parquet, dataset))
-
     if settings.warehouse is not None:
         if not settings.table:
             raise ConfigError(
@@ -115,16 +113,21 @@ def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
             )
         from connector.load.sql import open_warehouse_writer
 
-        try:
-            writers.append(
-                open_warehouse_writer(
-                    settings.warehouse.get_secret_value(),
-                    settings.table,
-                    dataset,
-                    mode=settings.write,
-                    audit_table=settings.audit_table,
-                )
+        writers.append(
+            open_warehouse_writer(
+                settings.warehouse.get_secret_value(),
+                settings.table,
+                dataset,
+                mode=settings.write,
+                audit_table=settings.audit_table,
             )
+        )
+
+    if settings.parquet:
+        from connector.load.parquet import open_parquet_writer
+
+        try:
+            writers.append(open_parquet_writer(settings.parquet, dataset))
         except BaseException:
             _abort_all(writers)
             raise

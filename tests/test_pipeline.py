@@ -122,3 +122,30 @@ def test_read_dataset_keeps_exact_types(sandbox):
     truth = sandbox_truth(sandbox, Window(date(2024, 3, 1), date(2024, 3, 2)))
     amounts = [None if pd.isna(v) else v for v in frame["transaction_amount"]]
     assert dict(zip(frame["transaction_token"], amounts, strict=True)) == truth
+
+
+def test_refused_warehouse_load_leaves_parquet_untouched(
+    sandbox, sandbox_settings, tmp_path, warehouse_url, table_name
+):
+    from connector.errors import LoadError
+    from connector.load.parquet import read_parquet_dataset
+
+    dataset = load_dataset(DATASET)
+    first = sandbox_settings(warehouse=warehouse_url, table=table_name)
+    run_window(dataset, WINDOW, first)
+    again = sandbox_settings(
+        warehouse=warehouse_url, table=table_name, write="append",
+        parquet=str(tmp_path / "lake"),
+    )
+
+    try:
+        with pytest.raises(LoadError):
+            run_window(dataset, WINDOW, again)
+
+        assert read_parquet_dataset(str(tmp_path / "lake"), dataset).num_rows == 0
+        assert not list((tmp_path / "lake").rglob("*.parquet"))
+    finally:
+        engine = sqlalchemy.create_engine(normalize_url(warehouse_url))
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text(f"DROP TABLE {table_name}"))
+        engine.dispose()
