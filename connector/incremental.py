@@ -3,10 +3,10 @@
 - An incremental run continues from the dataset's high-water mark, kept
   with its destination, and re-reads `lookback_days` before it, because
   DiVA's settlement and clearing rows change after the fact.
-- A backfill splits a long range into windows, exports several at once
-  under the run's shared request budget, loads them one at a time, and
-  checkpoints each finished window in the work directory, so that an
-  interrupted backfill started again skips what it already loaded.
+- A backfill splits a long range into windows and exports several at once
+  under the run's shared request budget. It loads them one at a time and
+  checkpoints each finished window in the work directory, so a backfill
+  started again after an interruption skips what it already loaded.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """One window through all three stages: export, type, load.
 
 The pipeline owns the decisions that span stages. The main one is
-truncation: DiVA cuts an export off at the row cap without any error, and
-only the transform stage can count records, so a file holding exactly the
-cap is detected here, its window split, and every part exported again,
+truncation. DiVA cuts an export off at the row cap without any error, and
+only the transform stage can count records. So a file holding exactly the
+cap is detected here: its window is split and every part exported again
 before anything is committed to a sink.
 """
 
@@ -45,7 +45,7 @@ class ExportPart:
 
 @dataclass
 class RunSummary:
-    """What a run did, for the command line's summary and for scripts.
+    """The outcome of one run, for the command line's summary and for scripts.
 
     Attributes:
         dataset: The `view/aggregation` name.
