@@ -277,7 +277,10 @@ def run_window(
     run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
     lookup = _column_lookup(client, dataset)
 
-    parts = [_export(client, dataset, window, settings, run_dir)]
+    planned = [(window, None)]
+    if settings.size_windows and dataset.date_column is not None:
+        planned = _plan_windows(client, dataset, window, settings.max_count)
+    parts = [_export(client, dataset, part, settings, run_dir) for part, _ in planned]
     while True:
         try:
             with load_lock or nullcontext():
@@ -292,8 +295,59 @@ def run_window(
     run_dir.close()
     if not settings.keep_files:
         _remove_files(parts)
+    _reconcile(dataset, window, summary, planned)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _plan_windows(
+    client: DivaClient, dataset: Dataset, window: Window, max_count: int
+) -> list[tuple[Window, int | None]]:
+    """Split `window` until DiVA's row count of every part is under `max_count`.
+
+    Raises:
+        TruncatedExportError: A part that cannot be split holds too many rows.
+    """
+    total = client.count_rows(dataset, window)
+    if total is None or total < max_count:
+        return [(window, total)]
+    halves = split_window(window)
+    if not halves:
+        raise TruncatedExportError(
+            f"{dataset.name} holds {total:,} rows for {window}, more than the row "
+            f"cap of {max_count:,}, and the window cannot be split further. Raise "
+            "max_count (at most 5,000,000) or narrow the filter.",
+            dataset=dataset.name,
+            window=window,
+        )
+    log.info(
+        "%s holds %d rows for %s, over the row cap of %d; exporting it in %d parts.",
+        dataset.name, total, window, max_count, len(halves),
+    )
+    planned: list[tuple[Window, int | None]] = []
+    for half in halves:
+        planned.extend(_plan_windows(client, dataset, half, max_count))
+    return planned
+
+
+def _reconcile(
+    dataset: Dataset,
+    window: Window,
+    summary: RunSummary,
+    planned: list[tuple[Window, int | None]],
+) -> None:
+    """Warn when the rows read differ from DiVA's count made before the export."""
+    totals = [total for _, total in planned]
+    if not totals or any(total is None for total in totals):
+        return
+    expected = sum(totals)
+    if summary.rows_read != expected:
+        # DiVA refreshes its data during the day, so a count taken moments
+        # before the export can differ from it without anything being lost.
+        log.warning(
+            "%s for %s: read %d rows, but DiVA counted %d just before the export.",
+            dataset.name, window, summary.rows_read, expected,
+        )
 
 
 def _split_part(

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     max_reexports: int = Field(
         2, ge=0, description="New exports allowed after a file expired (410)."
     )
+    size_windows: bool = Field(
+        False,
+        description="Ask DiVA's JSON view how many rows a window holds before "
+        "exporting it: split windows over max_count up front, and warn when the "
+        "rows read differ from that count.",
+    )
     requests_per_5min: int = Field(
         300, ge=1, description="Client-side request budget shared by a run."
     )

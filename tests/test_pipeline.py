@@ -149,3 +149,36 @@ def test_refused_warehouse_load_leaves_parquet_untouched(
         with engine.begin() as connection:
             connection.execute(sqlalchemy.text(f"DROP TABLE {table_name}"))
         engine.dispose()
+
+
+def test_sized_windows_split_before_export(sandbox, sandbox_settings, tmp_path):
+    sandbox.faults.row_cap = 50
+    settings = sandbox_settings(
+        parquet=str(tmp_path / "lake"), max_count=50, size_windows=True
+    )
+
+    summary = run_window(load_dataset(DATASET), WINDOW, settings)
+
+    assert summary.rows_read == 120
+    assert summary.exports == exports_made(sandbox)
+    assert all(entry.params.get("count") for entry in sandbox.requests
+               if entry.path.endswith("/detail"))
+    filters = [entry.params["transaction_timestamp"] for entry in sandbox.requests
+               if entry.path.endswith("/csv")]
+    assert "2024-03-01..2024-03-04" not in filters
+
+
+def test_sized_window_mismatch_warns(sandbox, sandbox_settings, tmp_path, caplog):
+    import logging
+
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), size_windows=True)
+    summary = run_window(load_dataset(DATASET), WINDOW, settings)
+    assert "counted" not in caplog.text
+
+    from connector import pipeline
+
+    summary.rows_read -= 1
+    with caplog.at_level(logging.WARNING, logger="connector"):
+        pipeline._reconcile(load_dataset(DATASET), WINDOW, summary, [(WINDOW, 120)])
+
+    assert "counted 120" in caplog.text
