@@ -21,7 +21,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from connector.datasets import Dataset, rejects_schema
 from connector.errors import ConfigError, DataError, LoadError, SchemaError
-from connector.load import parquet
+from connector.load import parquet_staging
 from connector.load.parquet import (
     dataset_root,
     open_parquet_writer,
@@ -567,8 +567,8 @@ def test_row_groups_are_cut_at_row_group_rows(tmp_path):
 
 
 def test_memory_and_open_file_limits_keep_every_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(parquet, "_MAX_BUFFERED_BYTES", 20_000)
-    monkeypatch.setattr(parquet, "_MAX_OPEN_FILES", 2)
+    monkeypatch.setattr(parquet_staging, "_MAX_BUFFERED_BYTES", 20_000)
+    monkeypatch.setattr(parquet_staging, "_MAX_OPEN_FILES", 2)
     days = [f"2024-03-{d:02d}" for d in range(1, 6)]
     rows = [
         row for n in range(4) for day in days for row in _day_rows(day, 50, f"b{n}")
