@@ -1,0 +1,67 @@
+"""Staging and merging for PostgreSQL: `COPY` in CSV, then `ON CONFLICT`."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from connector.load.sql_exact_text import _exact_text
+from connector.load.sql_generic import (
+    SEQUENCE_COLUMN,
+    MergeCounts,
+    StagingMerger,
+    _sequence,
+)
+
+
+class PostgresMerger(StagingMerger):
+    """Stage with `COPY ... FROM STDIN`, merge with `INSERT ... ON CONFLICT`."""
+
+    def stage_batch(self, batch: pa.RecordBatch, first_seq: int) -> None:
+        """Copy one batch into the staging table as CSV text."""
+        table = pa.Table.from_arrays(
+            [_exact_text(column) for column in batch.columns]
+            + [_sequence(batch, first_seq)],
+            names=[*self.columns, SEQUENCE_COLUMN],
+        )
+        buffer = io.BytesIO()
+        # Quoting every non-null value keeps empty strings apart from NULL,
+        # which COPY's CSV format reads from an unquoted empty field.
+        pa_csv.write_csv(
+            table,
+            buffer,
+            pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"),
+        )
+        columns = f"{self._column_list()}, {self.quote(SEQUENCE_COLUMN)}"
+        statement = f"COPY {self.quote(self.stage)} ({columns}) FROM STDIN (FORMAT csv)"
+        with self.conn.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.write(buffer.getbuffer())
+
+    def drop_stage(self) -> None:
+        """Do nothing: the staging table is dropped at commit or rollback."""
+
+    def upsert(self, written: int, existing: int) -> MergeCounts:
+        """Merge in one statement that reports inserts and updates."""
+        action = self._conflict_action("EXCLUDED", "IS DISTINCT FROM")
+        statement = (
+            f"WITH merged AS (INSERT INTO {self._target} AS existing "
+            f"({self._column_list()}) "
+            f"{self.selected_rows()} {action} RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), "
+            "count(*) FILTER (WHERE NOT inserted) FROM merged"
+        )
+        inserted, updated = self.conn.exec_driver_sql(statement).one()
+        return MergeCounts(written, inserted=inserted, updated=updated)
+
+    def _count_keys(self, rows_staged: int) -> tuple[int, int]:
+        """Return the number of distinct staged keys; the merge counts the rest."""
+        if not self.dataset.key:
+            return rows_staged, 0
+        keys = ", ".join(self.quote(k) for k in self.dataset.key)
+        written = self.conn.exec_driver_sql(
+            f"SELECT count(*) FROM (SELECT DISTINCT {keys} "
+            f"FROM {self.quote(self.stage)}) s"
+        ).scalar_one()
+        return written, 0
