@@ -66,7 +66,10 @@ def incremental_window(
             "start_date in the config file for its first run."
         )
     if last < start:
-        raise ConfigError(f"The window would end ({last}) before it starts ({start}).")
+        raise ConfigError(
+            f"The window would end ({last}) before it starts ({start}). Pass --start "
+            "and --end explicitly to choose the window."
+        )
     return Window(start, last)
 
 
@@ -87,18 +90,22 @@ def run_incremental(
             `run_window`.
     """
     settings.require_credentials()
+    today = today or today_utc()
     stores = open_state_stores(settings)
     state = read_state(stores, dataset)
-    window = incremental_window(
-        state, settings, start=start, end=end, today=today or today_utc()
-    )
+    window = incremental_window(state, settings, start=start, end=end, today=today)
     log.info("Running %s for %s.", dataset.name, window)
 
     summary = run_window(dataset, window, settings)
 
-    high_water = max(window.end, state.high_water) if state else window.end
-    write_state(stores, dataset, DatasetState(high_water, summary.rows_read))
+    # An empty run that fails leaves the mark where it was, so the next run
+    # reads the same window again and still compares with the last good run.
     _check_not_empty(dataset, window, summary, state, settings)
+    # DiVA holds no rows after today, so the mark never moves past it: a
+    # window ending in the future must not make later runs skip days.
+    reached = min(window.end, today)
+    high_water = max(reached, state.high_water) if state else reached
+    write_state(stores, dataset, DatasetState(high_water, summary.rows_read))
     return summary
 
 
@@ -236,9 +243,10 @@ def backfill(
     checkpoints.path.unlink(missing_ok=True)
     stores = open_state_stores(settings)
     state = read_state(stores, dataset)
-    if state is None or state.high_water < end:
+    reached = min(end, today_utc())
+    if state is None or state.high_water < reached:
         rows = loaded[-1].rows_read if loaded else 0
-        write_state(stores, dataset, DatasetState(end, rows))
+        write_state(stores, dataset, DatasetState(reached, rows))
     return BackfillResult(dataset.name, loaded, skipped)
 
 
@@ -275,4 +283,9 @@ def run_all(settings: Settings, *, today: date | None = None) -> list[JobOutcome
         except DivaError as err:
             log.error("Dataset %s failed: %s", job.name, err)
             outcomes.append(JobOutcome(job.name, error=err))
+        except Exception as err:  # one dataset's bug must not stop the others
+            log.exception("Dataset %s failed unexpectedly.", job.name)
+            outcomes.append(
+                JobOutcome(job.name, error=DivaError(f"{type(err).__name__}: {err}"))
+            )
     return outcomes

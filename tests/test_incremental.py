@@ -63,7 +63,7 @@ def test_state_table_in_warehouse(sandbox, sandbox_settings, warehouse_url, tabl
 
     run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 2))
 
-    store = SqlStateStore(warehouse_url, state_table)
+    store = SqlStateStore(warehouse_url, state_table, table_name)
     try:
         state = store.get(dataset)
         assert state.high_water == date(2024, 3, 2)
@@ -76,6 +76,56 @@ def test_state_table_in_warehouse(sandbox, sandbox_settings, warehouse_url, tabl
                          f"{table_name}_rejects"):
                 connection.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {name}"))
         store.close()
+
+
+def test_state_is_kept_per_target_table(sandbox_settings, sqlite_url, table_name):
+    dataset = load_dataset(DATASET)
+    first = sandbox_settings(warehouse=sqlite_url, table=table_name)
+    run_incremental(dataset, first, start=date(2024, 3, 1), end=date(2024, 3, 2))
+    other = sandbox_settings(warehouse=sqlite_url, table=f"{table_name}_other")
+
+    with pytest.raises(ConfigError, match="--start"):
+        run_incremental(dataset, other, today=date(2024, 3, 5))
+
+
+def test_future_end_does_not_move_mark_past_today(sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"))
+    dataset = load_dataset(DATASET)
+
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2030, 1, 1),
+                    today=date(2024, 3, 3))
+
+    state = FileStateStore(str(tmp_path / "lake")).get(dataset)
+    assert state.high_water == date(2024, 3, 3)
+
+
+def test_failed_empty_run_keeps_mark(sandbox, sandbox_settings, tmp_path):
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"), fail_on_empty=True)
+    dataset = load_dataset(DATASET)
+    run_incremental(dataset, settings, start=date(2024, 3, 1), end=date(2024, 3, 1))
+    future = sandbox.today() + timedelta(days=1)
+
+    with pytest.raises(EmptyRunError):
+        run_incremental(dataset, settings, start=future, end=future, today=future)
+
+    state = FileStateStore(str(tmp_path / "lake")).get(dataset)
+    assert state.high_water == date(2024, 3, 1)
+    assert state.last_rows == 30
+
+
+def test_unreachable_state_warehouse_is_load_error(sandbox_settings):
+    from connector.errors import LoadError
+
+    settings = sandbox_settings(
+        warehouse="postgresql://nobody:pw-secret@127.0.0.1:1/none", table="t"
+    )
+
+    with pytest.raises(LoadError) as caught:
+        run_incremental(load_dataset(DATASET), settings, start=date(2024, 3, 1),
+                        end=date(2024, 3, 1))
+
+    assert "pw-secret" not in str(caught.value)
+    assert "127.0.0.1:1" in str(caught.value)
 
 
 def test_zero_rows_after_full_runs_warns(sandbox, sandbox_settings, tmp_path, caplog):
@@ -149,15 +199,20 @@ def test_run_all_reports_each_dataset(sandbox, sandbox_settings, tmp_path):
         parquet=str(tmp_path / "lake"),
         start_date=date(2024, 3, 1),
         datasets=[{"name": DATASET}, {"name": "nosuch/detail"},
+                  {"name": "cards/detail",
+                   "warehouse": "postgresql://nobody@127.0.0.1:1/none", "table": "t"},
                   {"name": "settlements/detail"}],
     )
 
     outcomes = run_all(settings, today=date(2024, 3, 2))
 
-    assert [o.name for o in outcomes] == [DATASET, "nosuch/detail", "settlements/detail"]
+    assert [o.name for o in outcomes] == [
+        DATASET, "nosuch/detail", "cards/detail", "settlements/detail"
+    ]
     assert outcomes[0].summary.rows_read == 60
     assert outcomes[1].error is not None
-    assert outcomes[2].summary is not None
+    assert outcomes[2].error is not None
+    assert outcomes[3].summary is not None
 
 
 def test_run_all_exit_code_and_json(sandbox, tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """Incremental state kept with each destination: the high-water mark.
 
-A warehouse keeps it in a table (`diva_state` by default), a Parquet
-destination in `_state.json` beside the dataset's files, so that the state
-travels with the data it describes. When a dataset has both sinks, the
-earlier of the two marks wins, so neither sink misses a window.
+A warehouse keeps it in a table (`diva_state` by default) with one row per
+dataset and target table, and a Parquet destination keeps it in
+`_state.json` beside the dataset's files. So the state travels with the
+data it describes, and two tables loaded from one dataset keep separate
+marks. When a dataset has both sinks, the earlier of the two marks wins,
+so neither sink misses a window.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from connector.datasets import Dataset
+from connector.errors import LoadError
 from connector.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,31 +88,52 @@ class FileStateStore:
 
 
 class SqlStateStore:
-    """State in a warehouse table, one row per dataset."""
+    """State in a warehouse table, one row per dataset and target table.
 
-    def __init__(self, url: str, table: str) -> None:
+    Raises:
+        LoadError: The warehouse cannot be reached or the table created.
+    """
+
+    def __init__(self, url: str, table: str, target_table: str) -> None:
         import sqlalchemy as sa
 
-        from connector.load.sql import normalize_url
+        from connector.load.sql import create_warehouse_engine, mask_url
 
-        self.engine = sa.create_engine(normalize_url(url))
+        self.engine = create_warehouse_engine(url)
+        self.target_table = target_table
         metadata = sa.MetaData()
         self.table = sa.Table(
             table,
             metadata,
             sa.Column("dataset", sa.String(200), primary_key=True),
+            sa.Column("target_table", sa.String(200), primary_key=True),
             sa.Column("high_water", sa.Date, nullable=False),
             sa.Column("last_rows", sa.BigInteger, nullable=False),
             sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         )
-        metadata.create_all(self.engine, checkfirst=True)
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except sa.exc.SQLAlchemyError as err:
+            self.engine.dispose()
+            reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+            raise LoadError(
+                f"Reading the state table {table} at {mask_url(url)} failed: "
+                f"{reason}. Check the warehouse URL and that the database is "
+                "running.",
+                table=table,
+            ) from None
+
+    def _where(self, dataset: Dataset) -> object:
+        return (self.table.c.dataset == dataset.name) & (
+            self.table.c.target_table == self.target_table
+        )
 
     def get(self, dataset: Dataset) -> DatasetState | None:
         """Return the dataset's state, or None before its first run."""
         import sqlalchemy as sa
 
         query = sa.select(self.table.c.high_water, self.table.c.last_rows).where(
-            self.table.c.dataset == dataset.name
+            self._where(dataset)
         )
         with self.engine.connect() as connection:
             row = connection.execute(query).first()
@@ -120,12 +144,11 @@ class SqlStateStore:
         import sqlalchemy as sa
 
         with self.engine.begin() as connection:
-            connection.execute(
-                sa.delete(self.table).where(self.table.c.dataset == dataset.name)
-            )
+            connection.execute(sa.delete(self.table).where(self._where(dataset)))
             connection.execute(
                 sa.insert(self.table).values(
                     dataset=dataset.name,
+                    target_table=self.target_table,
                     high_water=state.high_water,
                     last_rows=state.last_rows,
                     updated_at=datetime.now(UTC),
@@ -142,7 +165,11 @@ def open_state_stores(settings: Settings) -> list[StateStore]:
     stores: list[StateStore] = []
     if settings.warehouse is not None:
         stores.append(
-            SqlStateStore(settings.warehouse.get_secret_value(), settings.state_table)
+            SqlStateStore(
+                settings.warehouse.get_secret_value(),
+                settings.state_table,
+                settings.table or "",
+            )
         )
     if settings.parquet:
         stores.append(FileStateStore(settings.parquet))
