@@ -10,7 +10,9 @@ import contextlib
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,14 +40,22 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             log.debug("Command failed", exc_info=True)
             click.echo(f"Error: {_mask(str(err))}", err=True)
             sys.exit(err.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             click.echo("Interrupted; committed loads are kept, nothing partial.", err=True)
-            sys.exit(130)
+            sys.exit(143 if isinstance(interrupt, _Terminated) else 130)
 
     return wrapper
 
 
 _secrets: list[str] = []
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that open loads roll back."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def _mask(text: str) -> str:
@@ -140,6 +150,8 @@ def main(verbose: int, quiet: bool, log_format: str) -> None:
           --end 2024-03-31 --parquet ./data
     """
     _configure_logging(verbose, quiet, log_format)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 _config_option = click.option(

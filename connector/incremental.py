@@ -230,13 +230,21 @@ def backfill(
 
     loaded: list[RunSummary] = []
     failure: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=workers or settings.workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers or settings.workers)
+    try:
         futures = [pool.submit(run_one, window) for window in todo]
         for future in futures:
             try:
                 loaded.append(future.result())
             except DivaError as err:
                 failure = failure or err
+    except BaseException:
+        # Interrupted: windows not started yet are dropped, windows already
+        # running finish their load, and the checkpoints keep both apart.
+        log.warning("Backfill interrupted; waiting for the windows already running.")
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     if failure is not None:
         raise failure
 

@@ -266,3 +266,48 @@ def test_dry_run_masks_secrets_and_exports_nothing(sandbox, tmp_path, monkeypatc
     assert result.exit_code == 0, result.output
     assert "upsert into table t" in result.output
     assert "hunter2-pass" not in result.output
+
+
+@pytest.mark.parametrize(("signal_name", "exit_code"), [("SIGINT", 130),
+                                                        ("SIGTERM", 143)])
+def test_interrupted_backfill_stops_and_resumes(sandbox, tmp_path, signal_name,
+                                                exit_code):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sandbox.faults.pending_s = 0.6
+    env = {
+        **os.environ,
+        "DIVA_BASE_URL": sandbox.base_url,
+        "DIVA_APP_TOKEN": sandbox.app_token,
+        "DIVA_ACCESS_TOKEN": sandbox.access_token,
+        "DIVA_PROGRAM": sandbox.program,
+        "DIVA_POLL_INTERVAL_S": "0.05",
+        "DIVA_WORK_DIR": str(tmp_path / "work"),
+    }
+    command = [
+        sys.executable, "-m", "connector.cli", "backfill", DATASET,
+        "--start", "2024-03-01", "--end", "2024-03-08", "--window", "1d",
+        "--workers", "2", "--parquet", str(tmp_path / "lake"),
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == exit_code, stderr
+    assert len(export_filters(sandbox)) < 8
+
+    sandbox.faults.pending_s = 0.0
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True,
+                             timeout=120)
+
+    assert resumed.returncode == 0, resumed.stderr
+    loaded = read_parquet_dataset(str(tmp_path / "lake"), load_dataset(DATASET))
+    tokens = loaded.column("transaction_token").to_pylist()
+    assert len(tokens) == 8 * 30
+    assert len(set(tokens)) == 8 * 30
