@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from connector.datasets import load_dataset
 from connector.errors import ConfigError
 from connector.pipeline import RunSummary, iter_window_batches, load_file, run_window
-from connector.settings import Settings, load_settings
+from connector.settings import Settings, load_settings, parse_date
 from connector.windows import Window
 
 if TYPE_CHECKING:
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 
 def _window(start: date | str, end: date | str) -> Window:
-    first = date.fromisoformat(start) if isinstance(start, str) else start
-    last = date.fromisoformat(end) if isinstance(end, str) else end
+    first = parse_date(start, "start") if isinstance(start, str) else start
+    last = parse_date(end, "end") if isinstance(end, str) else end
     if last < first:
         raise ConfigError(f"end {last} is before start {first}; swap them.")
     return Window(first, last)

@@ -38,7 +38,11 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except DivaError as err:
             log.debug("Command failed", exc_info=True)
-            click.echo(f"Error: {_mask(str(err))}", err=True)
+            message = _mask(str(err))
+            click.echo(f"Error: {message}", err=True)
+            if kwargs.get("as_json"):
+                error = {"ok": False, "error": message, "exit_code": err.exit_code}
+                click.echo(json.dumps(error, indent=2))
             sys.exit(err.exit_code)
         except KeyboardInterrupt as interrupt:
             click.echo("Interrupted; committed loads are kept, nothing partial.", err=True)
@@ -97,7 +101,7 @@ def _configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
     global _show_progress
     _show_progress = not quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -109,11 +113,32 @@ def _configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
     logging.getLogger("connector").setLevel(level)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Write to whatever `sys.stderr` is at the time of each record.
+
+    The live progress display replaces `sys.stderr` while it runs, so that
+    log lines are printed above the progress line instead of through it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        from datetime import UTC, datetime
+
         return json.dumps(
             {
-                "time": self.formatTime(record),
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
                 "level": record.levelname,
                 "logger": record.name,
                 "message": record.getMessage(),
@@ -327,25 +352,37 @@ def load(file: Path, dataset: str, config: Path | None, as_json: bool,
     _print_summary(summary, as_json)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def _print_summary(summary: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
         return
     where = f" for {summary.window}" if summary.window else ""
-    files = "file" if summary.exports == 1 else "files"
     click.echo(
-        f"{summary.dataset}{where}: {summary.rows_read:,} rows read from "
-        f"{summary.exports} export {files}."
+        f"{summary.dataset}{where}: {_plural(summary.rows_read, 'row')} read from "
+        f"{_plural(summary.exports, 'export file')}."
     )
     if summary.rows_rejected:
-        click.echo(f"  {summary.rows_rejected:,} rows rejected (see the rejects output).")
+        places = [
+            place
+            for result in summary.sinks
+            for place in (result.details.get("rejects_file"),
+                          result.details.get("rejects_table"))
+            if place
+        ]
+        where = f" (set aside in {', '.join(places)})" if places else ""
+        click.echo(f"  {_plural(summary.rows_rejected, 'row')} rejected{where}.")
     for line in summary.drift:
         click.echo(f"  schema drift: {line}")
     for result in summary.sinks:
         counts = ""
         if result.rows_inserted is not None:
             counts = f" ({result.rows_inserted:,} inserted, {result.rows_updated or 0:,} updated)"
-        click.echo(f"  {_mask(result.sink)}: {result.rows_written:,} rows written{counts}")
+        written = _plural(result.rows_written, "row")
+        click.echo(f"  {_mask(result.sink)}: {written} written{counts}")
     click.echo(f"Done in {summary.seconds:.1f} s.")
 
 
@@ -374,7 +411,13 @@ def sandbox(host: str, port: int, seed: int, rows_per_day: int) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ConfigError(f"--host {host} is not a loopback address; the sandbox "
                           "serves loopback only.")
-    run_server(host=host, port=port, seed=seed, rows_per_day=rows_per_day)
+    try:
+        run_server(host=host, port=port, seed=seed, rows_per_day=rows_per_day)
+    except OSError as err:
+        raise ConfigError(
+            f"Cannot serve on {host}:{port}: {err.strerror or err}. Pick another "
+            "--port."
+        ) from err
 
 
 @main.command()
@@ -444,8 +487,9 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
         }, indent=2))
         return
     click.echo(
-        f"{result.dataset}: {len(result.loaded)} windows loaded, "
-        f"{len(result.skipped)} already done, {result.rows_read:,} rows read."
+        f"{result.dataset}: {_plural(len(result.loaded), 'window')} loaded, "
+        f"{len(result.skipped):,} already done, {_plural(result.rows_read, 'row')} "
+        "read."
     )
 
 

@@ -349,10 +349,13 @@ def load_dataset(name: str) -> Dataset:
         )
     path = schemas_root() / f"{clean}.json"
     if not path.is_file():
-        known = ", ".join(list_datasets())
+        import difflib
+
+        close = difflib.get_close_matches(clean, list_datasets(), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(
-            f"Unknown dataset {name!r}. Known datasets: {known}. "
-            "Run `diva-connector datasets` to list them."
+            f"Unknown dataset {name!r}.{hint} Run `diva-connector datasets` to list "
+            "the datasets."
         )
     return Dataset.from_file(path)
 

@@ -8,6 +8,7 @@ what the sandbox served, to the cent.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -77,10 +78,11 @@ def run_demo(
     )
     echo(f"Checked against the sandbox: {rows:,} rows, amounts totalling {total} match.")
     echo("")
-    echo(f"Parquet:  {directory / 'authorizations' / 'detail'}")
+    parquet_root = directory / "authorizations" / "detail"
+    echo(f"Parquet:  {parquet_root}")
     echo(
-        f"  python -c \"import pandas as pd; "
-        f"print(pd.read_parquet('{directory / 'authorizations' / 'detail'}'))\""
+        f"  {sys.executable} -c \"import pandas as pd; print(pd.read_parquet("
+        f"'{parquet_root}', dtype_backend='pyarrow').dtypes)\""
     )
     echo(f"SQLite:   {database} (table {TABLE})")
     echo(

@@ -105,6 +105,11 @@ def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
     # The warehouse is committed first: it is the sink most likely to refuse
     # a load (constraints, lost connections), and the pipeline commits the
     # sinks in list order, so a refusal there leaves Parquet untouched too.
+    if settings.table and settings.warehouse is None:
+        raise ConfigError(
+            f"A table ({settings.table}) was given without a warehouse: add "
+            "--warehouse URL (or set DIVA_WAREHOUSE)."
+        )
     writers: list[BatchWriter] = []
     if settings.warehouse is not None:
         if not settings.table:
@@ -128,6 +133,13 @@ def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
 
         try:
             writers.append(open_parquet_writer(settings.parquet, dataset))
+        except ImportError as err:
+            _abort_all(writers)
+            raise ConfigError(
+                f"Cannot write Parquet to {settings.parquet}: {err}. Install the "
+                "filesystem's package, e.g. pip install 'diva-connector[s3]' for "
+                "s3:// or 'diva-connector[gcs]' for gs://."
+            ) from err
         except BaseException:
             _abort_all(writers)
             raise

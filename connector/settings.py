@@ -244,9 +244,10 @@ class Settings(BaseSettings):
             if not getattr(self, name)
         ]
         if missing:
+            pronoun = "it" if len(missing) == 1 else "them"
             raise ConfigError(
-                f"Missing {', '.join(missing)}: set them in the environment or in "
-                "the config file (see config.example.toml).",
+                f"Missing {', '.join(missing)}: set {pronoun} in the environment or "
+                "in the config file (see config.example.toml).",
                 missing=missing,
             )
 
@@ -320,17 +321,29 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
 def _describe_validation_error(err: ValidationError, path: Path | None) -> str:
     lines = ["Invalid settings:"]
+    where = f" in {path}" if path else ""
     for problem in err.errors():
-        name = ".".join(str(part) for part in problem["loc"]) or "(settings)"
+        location = [str(part) for part in problem["loc"]]
+        name = ".".join(location) or "(settings)"
         if problem["type"] == "extra_forbidden":
-            where = f" in {path}" if path else ""
             lines.append(f"  {name}: unknown setting{where}; see config.example.toml.")
             continue
-        # The input of a secret field is never echoed back.
-        shown = "" if name in _SECRET_FIELDS else f" (got {problem.get('input')!r})"
+        message = problem["msg"].removeprefix("Value error, ")
+        # The input of a secret field is never echoed back, and a validator's
+        # own message already quotes the value.
+        shown = problem.get("input")
+        quoted = location[0] in _SECRET_FIELDS or repr(shown) in message
+        got = "" if quoted else f" (got {shown!r})"
+        if location[0] == "datasets" and len(location) > 2:
+            entry = int(location[1]) + 1
+            lines.append(
+                f"  [[datasets]] entry {entry}, {'.'.join(location[2:])}: "
+                f"{message}{got}; fix it{where}."
+            )
+            continue
         lines.append(
-            f"  {name}: {problem['msg']}{shown}; set it with DIVA_{name.upper()} "
-            "or in the config file."
+            f"  {name}: {message}{got}; set it with a flag, DIVA_{name.upper()} or "
+            "the config file."
         )
     return "\n".join(lines)
 
@@ -346,7 +359,8 @@ def parse_date(value: str, name: str) -> date:
     """
     try:
         return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"Invalid {name} {value!r}: expected a date as YYYY-MM-DD."
-        ) from None
+    except (TypeError, ValueError) as err:
+        reason = "not a date in the form YYYY-MM-DD"
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            reason = f"no such day ({err})"
+        raise ConfigError(f"Invalid {name} {value!r}: {reason}.") from None

@@ -104,7 +104,7 @@ def test_cli_quarantine_summary_counts_rejects(tmp_path, monkeypatch):
     )
 
     assert result.exit_code == 0, result.output
-    assert "1 rows rejected" in result.output
+    assert "1 row rejected (set aside in " in result.output
     assert "3 rows read" in result.output
 
 

@@ -241,3 +241,79 @@ def test_demo_loads_and_checks_a_month(runner, tmp_path):
     assert "match" in result.output
     assert (tmp_path / "demo" / "warehouse.db").is_file()
     assert any((tmp_path / "demo" / "authorizations" / "detail").glob("*=*/*.parquet"))
+
+
+def test_failed_json_run_prints_json_error(runner, sandbox_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DIVA_ACCESS_TOKEN", "wrong-secret-value")
+
+    result = runner.invoke(
+        main, ["run", DATASET, "--start", START, "--end", END, "--json",
+               "--parquet", str(tmp_path / "lake")],
+    )
+
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)
+    assert error["ok"] is False
+    assert error["exit_code"] == 2
+    assert "wrong-secret-value" not in result.stdout
+
+
+def test_json_log_lines_carry_utc_time(runner, sandbox_env, tmp_path):
+    result = runner.invoke(
+        main, ["--log-format", "json", "run", DATASET, "--start", START,
+               "--end", START, "--parquet", str(tmp_path / "lake")],
+    )
+
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stderr.splitlines()
+               if line.startswith("{")]
+    assert records
+    assert all(record["time"].endswith("+00:00") for record in records)
+
+
+def test_table_without_warehouse_exits_2(runner, sandbox_env):
+    result = runner.invoke(
+        main, ["run", DATASET, "--start", START, "--end", END, "--table", "t"]
+    )
+
+    assert result.exit_code == 2
+    assert "--warehouse" in result.output
+
+
+def test_warehouse_that_is_not_a_url_exits_2(runner, sandbox_env, tmp_path):
+    result = runner.invoke(
+        main, ["run", DATASET, "--start", START, "--end", END,
+               "--warehouse", "not a url", "--table", "t"],
+    )
+
+    assert result.exit_code == 2
+    assert "not a url" in result.output
+    assert not (tmp_path / "not a url").exists()
+
+
+def test_unknown_dataset_suggests_close_name(runner, sandbox_env):
+    result = runner.invoke(
+        main, ["run", "authorization/detail", "--start", START, "--end", END,
+               "--parquet", "o"]
+    )
+
+    assert result.exit_code == 2
+    assert "Did you mean authorizations/detail" in result.output
+
+
+def test_impossible_date_says_no_such_day(runner, sandbox_env):
+    result = runner.invoke(
+        main, ["run", DATASET, "--start", "2024-02-30", "--end", END, "--parquet", "o"]
+    )
+
+    assert result.exit_code == 2
+    assert "no such day" in result.output
+
+
+def test_sandbox_port_in_use_exits_2(runner, sandbox):
+    port = int(sandbox.base_url.split(":")[2].split("/")[0])
+
+    result = runner.invoke(main, ["sandbox", "--port", str(port)])
+
+    assert result.exit_code == 2
+    assert f"--port" in result.output

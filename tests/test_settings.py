@@ -121,3 +121,18 @@ def test_example_config_values_are_valid(tmp_path):
     assert [job.name for job in settings.datasets] == [
         "authorizations/detail", "settlements/detail", "cards/detail"
     ]
+
+
+def test_dataset_entry_error_names_entry():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, datasets=[{"name": "a"}, {"name": "b", "lookback_days": -2}])
+
+    assert "[[datasets]] entry 2, lookback_days" in str(caught.value)
+    assert "DIVA_DATASETS" not in str(caught.value)
+
+
+def test_python_api_rejects_impossible_date():
+    import connector
+
+    with pytest.raises(ConfigError, match="'2024-13-01'"):
+        connector.read_dataset("authorizations/detail", "2024-13-01", "2024-03-02")

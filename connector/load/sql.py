@@ -60,16 +60,20 @@ def normalize_url(url: str) -> str:
     `postgresql://` and `postgres://` get psycopg 3, `mysql://` and
     `mariadb://` get PyMySQL; a URL naming its driver (`postgresql+asyncpg://`)
     is kept. A bare file path (`warehouse.db`, `/data/w.sqlite`) becomes a
-    SQLite URL.
+    SQLite URL; any other text without a scheme is rejected.
 
     Raises:
         ConfigError: The URL cannot be parsed.
     """
     text = url.strip()
     if "://" not in text:
-        if not text:
-            raise ConfigError("The warehouse URL is empty; give e.g. sqlite:///w.db.")
-        return f"sqlite:///{text}"
+        if text.lower().endswith((".db", ".sqlite", ".sqlite3")):
+            return f"sqlite:///{text}"
+        raise ConfigError(
+            f"Invalid warehouse URL {mask_url(text)!r}: expected dialect://..., e.g. "
+            "postgresql://user@host/db, mysql://user@host/db or sqlite:///w.db "
+            "(a bare path ending in .db or .sqlite is read as SQLite)."
+        )
 
     try:
         parsed = sa.engine.make_url(text)

@@ -283,6 +283,9 @@ class SqlBatchWriter:
                 "mode": self.mode,
                 "rows_read": self.rows_read,
                 "rows_deleted": counts.deleted,
+                "rejects_table": (
+                    self.rejects_table_name if self.rows_rejected else None
+                ),
             },
         )
 
