@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -197,7 +198,31 @@ class RetryPolicy:
             return f"DiVA returned {err.status}: {err.detail}"
         if isinstance(err, DivaError):
             return err.message
+        if isinstance(err, requests.ConnectionError):
+            described = _describe_connection_error(str(err))
+            if described:
+                return described
         text = mask_text(str(err), self.secrets)
         if len(text) > 200:
             text = text[:200] + "…"
         return f"{type(err).__name__}: {text}"
+
+
+_POOL_HOST = re.compile(r"host='([^']+)', port=(\d+)")
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def _describe_connection_error(text: str) -> str | None:
+    """Name the host, port and socket error of a failed connection, if found.
+
+    urllib3 wraps the socket error several levels deep, so the useful part
+    (`[Errno 111] Connection refused`) sits at the end of a long message.
+    """
+    host = _POOL_HOST.search(text)
+    reason = _OS_ERROR.search(text)
+    if host is None or reason is None:
+        return None
+    return (
+        f"cannot connect to {host.group(1)}:{host.group(2)} ({reason.group(1)}); "
+        "check DIVA_BASE_URL"
+    )
