@@ -99,7 +99,8 @@ def test_connection_refused_retried_then_raised(make_client, clock):
         client.list_views()
 
     assert "3 attempts" in str(caught.value)
-    assert "ConnectionError" in str(caught.value)
+    assert f"cannot connect to 127.0.0.1:{port}" in str(caught.value)
+    assert "DIVA_BASE_URL" in str(caught.value)
     assert caught.value.status is None
     assert len(clock.sleeps) == 2
 
