@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connector.datasets import load_dataset
+from connector.datasets import Dataset, load_dataset
 from connector.errors import ConfigError
 from connector.pipeline import RunSummary, iter_window_batches, load_file, run_window
 from connector.settings import Settings, load_settings, parse_date
@@ -23,9 +23,28 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+def _day(value: date | str, name: str) -> date:
+    if isinstance(value, str):
+        return parse_date(value, name)
+    if isinstance(value, date):
+        return value
+    raise ConfigError(
+        f"Invalid {name} {value!r}: expected a date or a 'YYYY-MM-DD' string."
+    )
+
+
+def _dataset(name: str) -> Dataset:
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"Invalid dataset {name!r}: expected a name such as "
+            "'authorizations/detail'."
+        )
+    return load_dataset(name)
+
+
 def _window(start: date | str, end: date | str) -> Window:
-    first = parse_date(start, "start") if isinstance(start, str) else start
-    last = parse_date(end, "end") if isinstance(end, str) else end
+    first = _day(start, "start")
+    last = _day(end, "end")
     if last < first:
         raise ConfigError(f"end {last} is before start {first}; swap them.")
     return Window(first, last)
@@ -57,7 +76,7 @@ def iter_batches(
         ExportError, ApiError, DataError: The export or its typing failed.
     """
     return iter_window_batches(
-        load_dataset(dataset), _window(start, end), _settings(config, settings)
+        _dataset(dataset), _window(start, end), _settings(config, settings)
     )
 
 
@@ -78,7 +97,7 @@ def read_dataset(
     import pandas as pd
     import pyarrow as pa
 
-    resolved = load_dataset(dataset)
+    resolved = _dataset(dataset)
     batches = list(iter_batches(dataset, start, end, config=config, **settings))
     if batches:
         table = pa.Table.from_batches(batches)
@@ -106,7 +125,7 @@ def run(
             sink holds a partial load.
     """
     return run_window(
-        load_dataset(dataset), _window(start, end), _settings(config, settings)
+        _dataset(dataset), _window(start, end), _settings(config, settings)
     )
 
 
@@ -122,4 +141,4 @@ def load(
     Raises:
         ConfigError, DataError, LoadError: As for `run`.
     """
-    return load_file(path, load_dataset(dataset), _settings(config, settings))
+    return load_file(path, _dataset(dataset), _settings(config, settings))

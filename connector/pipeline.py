@@ -448,9 +448,13 @@ def _column_lookup(
 
 
 def _run_key(dataset: Dataset, window: Window, settings: Settings) -> str:
+    # The sinks are part of the key: two runs of one window into different
+    # destinations at the same time must not share export files.
+    warehouse = settings.warehouse.get_secret_value() if settings.warehouse else ""
     text = "|".join(
         [dataset.name, window.to_filter(), settings.program or "", settings.compress,
-         str(settings.max_count), settings.base_url]
+         str(settings.max_count), settings.base_url, settings.parquet or "",
+         warehouse, settings.table or ""]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

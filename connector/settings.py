@@ -283,7 +283,10 @@ class Settings(BaseSettings):
 
 
 def _url_password(url: str) -> str | None:
-    match = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", url)
+    """Return the password written in a URL, in its user part or its query."""
+    match = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", url) or re.search(
+        r"[?&](?:password|passwd|pwd|sslpassword)=([^&#]+)", url, re.IGNORECASE
+    )
     return match.group(1) if match else None
 
 

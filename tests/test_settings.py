@@ -136,3 +136,28 @@ def test_python_api_rejects_impossible_date():
 
     with pytest.raises(ConfigError, match="'2024-13-01'"):
         connector.read_dataset("authorizations/detail", "2024-13-01", "2024-03-02")
+
+
+def test_password_in_url_query_is_a_secret():
+    settings = load_settings(
+        None, warehouse="postgresql://etl@db/warehouse?password=PWQ-444"
+    )
+
+    assert "PWQ-444" in settings.secrets()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda c: c.read_dataset("authorizations/detail", 20240301, "2024-03-02"),
+         "20240301"),
+        (lambda c: c.load("x.csv", None), "None"),
+        (lambda c: c.run("authorizations/detail", "2024-02-30", "2024-03-01"),
+         "no such day"),
+    ],
+)
+def test_python_api_argument_errors(call, match):
+    import connector
+
+    with pytest.raises(ConfigError, match=match):
+        call(connector)
