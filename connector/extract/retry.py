@@ -195,7 +195,7 @@ class RetryPolicy:
 
     def _describe(self, err: Exception) -> str:
         if isinstance(err, RetryableResponseError):
-            return f"DiVA returned {err.status}: {err.detail}"
+            return f"DiVA returned {err.status}: {str(err.detail).rstrip('.')}"
         if isinstance(err, DivaError):
             return err.message
         if isinstance(err, requests.ConnectionError):
