@@ -285,6 +285,12 @@ def run_window(
 
     started = time.monotonic()
     settings.require_credentials()
+    if dataset.date_column is None:
+        log.warning(
+            "%s has no date column, so the window %s is not sent: the export holds "
+            "every row DiVA serves for it.",
+            dataset.name, window,
+        )
     client = client or _make_client(settings)
     run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
     lookup = _column_lookup(client, dataset)
