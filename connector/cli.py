@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -534,16 +535,20 @@ def schemas() -> None:
 
 @schemas.command("pull")
 @click.argument("names", nargs=-1, metavar="[DATASET]...")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the refreshed files under DIR instead of in place.")
 @_config_option
 @_handle_errors
-def schemas_pull(names: tuple[str, ...], config: Path | None) -> None:
+def schemas_pull(names: tuple[str, ...], directory: Path | None,
+                 config: Path | None) -> None:
     """Refresh schema files from DiVA's schema endpoint and print the changes.
 
-    Without DATASET, every dataset is refreshed.
+    Without DATASET, every dataset is refreshed. The files are rewritten in
+    place, inside the installed package, unless --dir names another folder.
 
     \b
     Example:
-      diva-connector schemas pull authorizations/detail settlements/detail
+      diva-connector schemas pull authorizations/detail --dir ./schemas-live
     """
     from connector.datasets import list_datasets, load_dataset, schemas_root
     from connector.extract.client import DivaClient
@@ -555,6 +560,11 @@ def schemas_pull(names: tuple[str, ...], config: Path | None) -> None:
     for name in names or list_datasets():
         dataset = load_dataset(name)
         path = schemas_root() / f"{dataset.name}.json"
+        if directory is not None:
+            target = directory / f"{dataset.name}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            path = target
         change = refresh_schema_file(path, client.fetch_schema(dataset.name))
         click.echo(describe_change(dataset.name, change))
     load_dataset.cache_clear()

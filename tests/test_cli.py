@@ -317,3 +317,38 @@ def test_sandbox_port_in_use_exits_2(runner, sandbox):
 
     assert result.exit_code == 2
     assert f"--port" in result.output
+
+
+def test_schemas_pull_into_folder_reports_changes(runner, sandbox_env, tmp_path):
+    from connector.datasets import schemas_root
+
+    packaged = (schemas_root() / "authorizations" / "detail.json").read_text()
+
+    result = runner.invoke(
+        main, ["schemas", "pull", DATASET, "--dir", str(tmp_path / "live")]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert DATASET in result.output
+    refreshed = json.loads((tmp_path / "live" / DATASET).with_suffix(".json")
+                           .read_text())
+    assert refreshed["key"] == ["transaction_token"]
+    assert all(column["confirmed"] for column in refreshed["columns"])
+    assert (schemas_root() / "authorizations" / "detail.json").read_text() == packaged
+
+
+def test_check_reports_accepted_credentials(runner, sandbox_env):
+    result = runner.invoke(main, ["check"])
+
+    assert result.exit_code == 0, result.output
+    assert "Credentials accepted" in result.output
+    assert "can read authorizations/detail" in result.output
+
+
+def test_check_wrong_program_exits_2(runner, sandbox_env, monkeypatch):
+    monkeypatch.setenv("DIVA_PROGRAM", "someone_else")
+
+    result = runner.invoke(main, ["check"])
+
+    assert result.exit_code == 2
+    assert "403003" in result.output
