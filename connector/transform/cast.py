@@ -16,7 +16,12 @@ Accepted text, by kind:
   ` 00:00:00` or `T00:00:00.000Z`. Any other time of day is an error.
 - timestamp: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.ffffff]`, and ISO 8601
   with `T`, an optional fraction of up to 6 digits, and `Z` or `+HH:MM`.
-- string: any text of at most `max_length` characters (not bytes).
+- string: any text of at most `max_length` characters (not bytes) and
+  without the NUL character U+0000, which PostgreSQL text cannot store.
+
+Dates and timestamps must fall within 0001-01-01 and 9999-12-31T23:59:59.999999
+UTC, the range of Python's `datetime`, which Parquet and database readers
+rely on. Timestamps are checked after conversion to UTC.
 
 Empty cells arrive as nulls and stay nulls. A null in a column that is not
 nullable is an error. Zone-less timestamps are read in `source_timezone`.
@@ -25,7 +30,7 @@ nullable is an error. Zone-less timestamps are read in `source_timezone`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -34,12 +39,24 @@ import pyarrow.compute as pc
 from connector.datasets import Column
 from connector.transform.options import TransformOptions
 
+_ONE_MICROSECOND = timedelta(microseconds=1)
 _TRUE_TEXT = pa.array(["true", "t", "1"])
 _FALSE_TEXT = pa.array(["false", "f", "0"])
 _MIDNIGHT_DATE = r"^\d{4}-\d{2}-\d{2}([T ]00:00(:00(\.0{1,9})?)?(Z|[+-]00:?00)?)?$"
 _ZONED_TIME = r"[T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
 _UTC = pa.timestamp("us", tz="UTC")
 _NAIVE = pa.timestamp("us")
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+_MIN_DAY = date.min.toordinal() - _EPOCH_DAY
+_MAX_DAY = date.max.toordinal() - _EPOCH_DAY
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _ONE_MICROSECOND
+_DATE_RANGE = "outside the supported dates 0001-01-01 to 9999-12-31"
+_TIME_RANGE = (
+    "outside the supported range 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 "
+    "UTC after conversion to UTC"
+)
 
 
 class ValueProblem(Exception):
@@ -70,13 +87,15 @@ def cast_column(
     """
     kind = column.type.kind
     if kind == "string":
-        result = _check_length(values, column.type.max_length)
+        result = _check_length(_check_no_nul(values), column.type.max_length)
     elif kind == "bool":
         result = _cast_bool(values)
     elif kind == "date":
-        result = _cast_date(values)
+        result = _check_range(_cast_date(values), _MIN_DAY, _MAX_DAY, _DATE_RANGE)
     elif kind == "timestamp":
-        result = _cast_timestamp(values, options)
+        result = _check_range(
+            _cast_timestamp(values, options), _MIN_MICROS, _MAX_MICROS, _TIME_RANGE
+        )
     else:
         result = _cast_number(values, column)
 
@@ -129,6 +148,25 @@ def _describe_number_error(column: Column, message: str) -> str:
             f"(precision {precision}, scale {scale})"
         )
     return "not a decimal number"
+
+
+def _check_no_nul(values: pa.Array) -> pa.Array:
+    if pc.any(pc.match_substring(values, "\x00")).as_py():
+        raise ValueProblem(
+            "contains the NUL character U+0000, which PostgreSQL cannot store"
+        )
+    return values
+
+
+def _check_range(result: pa.Array, lowest: int, highest: int, reason: str) -> pa.Array:
+    # Arrow stores days or microseconds since 1970 and accepts year 0 and
+    # years past 9999. Python's date and datetime cannot represent them, so
+    # Parquet readers that return Python objects fail on such values.
+    stored = result.view(pa.int32() if result.type == pa.date32() else pa.int64())
+    low, high = pc.min_max(stored).values()
+    if low.is_valid and (low.as_py() < lowest or high.as_py() > highest):
+        raise ValueProblem(reason)
+    return result
 
 
 def _check_length(values: pa.Array, max_length: int | None) -> pa.Array:

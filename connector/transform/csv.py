@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _SNIFF_BYTES = 64 * 1024
 _BOM = codecs.BOM_UTF8
+_UTF32_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_UTF16_SAMPLE_BYTES = 64
 #: Largest CSV block tried when records are longer than `chunk_bytes`, which
 #: bounds memory when a quote is never closed and the rest of the file reads
 #: as one record.
@@ -84,6 +87,14 @@ def read_header(payload: Payload) -> list[str]:
     finally:
         text.detach()
 
+    if any("\x00" in name for name in header):
+        raise DataError(
+            f"The header of {path} contains a NUL byte, so it is not CSV text. "
+            "Check that the download is a DiVA export.",
+            path=str(path),
+            line=1,
+            value=repr(",".join(header)),
+        )
     if any(has_bad_utf8(name) for name in header):
         raise DataError(
             f"The header of {path} is not valid UTF-8; DiVA exports are UTF-8.",
@@ -108,7 +119,11 @@ def _check_looks_like_csv(head: bytes, path: Path) -> None:
             "or was cut short. Export the window again.",
             path=str(path),
         )
-    if b"\x00" in head:
+    _check_not_utf16(head, path)
+    # A NUL in a data row is a bad value of that row (see the cast step), so
+    # only a NUL in the header line or a head full of them marks binary data.
+    header_line = head.split(b"\n", 1)[0]
+    if b"\x00" in header_line or head.count(b"\x00") * 10 > len(head):
         raise DataError(
             f"{path} is not a CSV file: it contains binary data (NUL bytes) after "
             "decompression. Check that the download is a DiVA export.",
@@ -127,6 +142,32 @@ def _check_looks_like_csv(head: bytes, path: Path) -> None:
             "probably returned an error page. Check the URL and credentials.",
             path=str(path),
         )
+
+
+def _check_not_utf16(head: bytes, path: Path) -> None:
+    if head.startswith(_UTF32_BOMS):
+        encoding = "UTF-32"
+    elif head.startswith(_UTF16_BOMS) or _looks_like_utf16(head):
+        encoding = "UTF-16"
+    else:
+        return
+    raise DataError(
+        f"{path} is encoded as {encoding}, but DiVA exports are UTF-8. Re-save the "
+        "file as UTF-8 (for example with iconv or a text editor) and load it again.",
+        path=str(path),
+    )
+
+
+def _looks_like_utf16(head: bytes) -> bool:
+    # ASCII text in UTF-16 without a byte order mark has a NUL in every other
+    # byte: the odd bytes in little-endian order, the even ones in big-endian.
+    sample = head[:_UTF16_SAMPLE_BYTES]
+    if len(sample) < 4:
+        return False
+    low, high = sample[0::2], sample[1::2]
+    return (b"\x00" not in low and high.count(0) == len(high)) or (
+        low.count(0) == len(low) and b"\x00" not in high
+    )
 
 
 class TextBatchReader:

@@ -29,7 +29,12 @@ from connector.transform.csv import (
     scan_records,
 )
 from connector.transform.decompress import open_payload
-from connector.transform.drift import ColumnLookup, DriftItem, reconcile_header
+from connector.transform.drift import (
+    ColumnLookup,
+    DriftItem,
+    normalize_header,
+    reconcile_header,
+)
 from connector.transform.options import TransformOptions
 
 log = logging.getLogger(__name__)
@@ -140,6 +145,8 @@ class ExportReader:
         self.dataset, self.report.drift = reconcile_header(
             self._header, dataset, column_lookup, path=str(path)
         )
+        # Batches name their columns as written; cast steps use stripped names.
+        self._names, _ = normalize_header(self._header, str(path))
         self.schema = self.dataset.arrow_schema()
         self._rejects: list[_Reject] = []
         self._rejects_table: pa.Table | None = None
@@ -173,6 +180,7 @@ class ExportReader:
         offset = 0
         try:
             while (text_batch := self._next_text_batch(text_batches)) is not None:
+                text_batch = text_batch.rename_columns(self._names)
                 batch = self._type_batch(text_batch, offset)
                 offset += text_batch.num_rows
                 self._update_report(offset, text_reader.invalid_rows)
@@ -335,8 +343,9 @@ class ExportReader:
 
         Each row contains the file, the line the record starts on, the first bad
         column (null for a record with a wrong field count), the reason, and
-        the record text as written. Call it after iterating; it parses the
-        file once more to find the lines.
+        the record text as written, except that each NUL character is written
+        as the four characters `\\x00` so that every sink can store it. Call
+        it after iterating; it parses the file once more to find the lines.
         """
         if self._rejects_table is None:
             self._rejects_table = self._build_rejects()
@@ -361,7 +370,7 @@ class ExportReader:
                             "line": record.line,
                             "column": reject.column,
                             "reason": reject.reason,
-                            "record": record.text,
+                            "record": record.text.replace("\x00", "\\x00"),
                         }
                     )
         return pa.Table.from_pylist(rows, schema=rejects_schema())

@@ -220,3 +220,67 @@ def test_find_bad_rows_empty_when_column_is_valid():
     array = pa.array(["1", "2", None], pa.string())
 
     assert list(find_bad_rows(array, column("integer"), OPTIONS)) == []
+
+
+@pytest.mark.parametrize(
+    ("diva_type", "text"),
+    [
+        ("varchar(10)", "ab\x00cd"),
+        ("varchar(10)", "\x00"),
+        ("text", "trailing\x00"),
+    ],
+)
+def test_string_with_nul_rejected(diva_type, text):
+    with pytest.raises(ValueProblem, match="NUL character U\\+0000"):
+        cast(diva_type, ["fine", text])
+
+
+@pytest.mark.parametrize(
+    ("diva_type", "text", "reason"),
+    [
+        ("date", "0000-01-01", "outside the supported dates"),
+        ("date", "0000-12-31T00:00:00Z", "outside the supported dates"),
+        ("timestamp", "0000-06-01 12:00:00", "outside the supported range"),
+        ("timestamp", "0000-12-31T23:59:59Z", "outside the supported range"),
+        (
+            "timestamp",
+            "9999-12-31T23:59:59.999999-05:00",
+            "outside the supported range",
+        ),
+        ("timestamp", "0001-01-01T00:30:00+01:00", "outside the supported range"),
+    ],
+)
+def test_date_outside_years_1_to_9999_rejected(diva_type, text, reason):
+    with pytest.raises(ValueProblem, match=reason):
+        cast(diva_type, ["2024-03-05", text])
+
+
+def test_local_time_past_year_9999_in_utc_rejected():
+    with pytest.raises(ValueProblem, match="outside the supported range"):
+        cast("timestamp", ["9999-12-31 23:30:00"], source_timezone="America/New_York")
+
+
+@pytest.mark.parametrize(
+    ("diva_type", "texts", "expected"),
+    [
+        ("date", ["0001-01-01", "9999-12-31"], [date(1, 1, 1), date(9999, 12, 31)]),
+        (
+            "timestamp",
+            ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"],
+            [
+                datetime(1, 1, 1, tzinfo=UTC),
+                datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            ],
+        ),
+    ],
+)
+def test_date_range_edges_accepted(diva_type, texts, expected):
+    assert cast(diva_type, texts) == expected
+
+
+def test_find_bad_rows_names_out_of_range_dates():
+    values = pa.array(["2024-01-01", "0000-01-01", None, "2024-02-02"], pa.string())
+
+    bad = list(find_bad_rows(values, column("date"), OPTIONS))
+
+    assert bad == [(1, "outside the supported dates 0001-01-01 to 9999-12-31")]

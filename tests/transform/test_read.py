@@ -310,3 +310,105 @@ def test_unclosed_quote_raises_with_line(tmp_path, cases_dataset):
         read_rows(path, cases_dataset, chunk_bytes=1024)
 
     assert info.value.line == 7
+
+
+def _rows_with_nul(count: int, nul_at: int) -> str:
+    rows = [
+        case_row(f"t{index}", merchant_name="ab\x00cd" if index == nul_at else "Shop")
+        for index in range(count)
+    ]
+    return CASE_HEADER + "\n" + "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("nul_at", [0, 2903])
+def test_nul_in_string_value_raises_with_line(tmp_path, cases_dataset, nul_at):
+    # Row 2903 lies far past the 64 KiB that the file-type check reads.
+    path = write_csv(tmp_path, _rows_with_nul(3000, nul_at), "export.csv.gz")
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset, chunk_bytes=16 * 1024)
+
+    error = info.value
+    assert error.line == nul_at + 2
+    assert error.column == "merchant_name"
+    assert error.value == "ab\x00cd"
+    assert "'ab\\x00cd'" in str(error)
+    assert "NUL character U+0000" in str(error)
+
+
+def test_nul_in_string_value_quarantined(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, _rows_with_nul(3000, 2903))
+
+    rows, reader = read_rows(path, cases_dataset, on_bad_rows="quarantine")
+    rejects = reader.rejects().to_pylist()
+
+    assert len(rows) == 2999
+    assert "t2903" not in {row["token"] for row in rows}
+    assert len(rejects) == 1
+    assert rejects[0]["line"] == 2905
+    assert rejects[0]["column"] == "merchant_name"
+    assert "NUL character" in rejects[0]["reason"]
+    assert rejects[0]["record"] == case_row("t2903", merchant_name="ab\\x00cd")
+
+
+@pytest.mark.parametrize(
+    ("column", "text", "expected_value"),
+    [
+        ("transaction_timestamp", "0000-01-01T00:00:00Z", "0000-01-01T00:00:00Z"),
+        (
+            "transaction_timestamp",
+            "9999-12-31T23:59:59.999999-05:00",
+            "9999-12-31T23:59:59.999999-05:00",
+        ),
+    ],
+)
+def test_timestamp_out_of_range_raises_with_line(
+    tmp_path, cases_dataset, column, text, expected_value
+):
+    rows = [case_row("a"), case_row("b", **{column: text})]
+    path = write_csv(tmp_path, CASE_HEADER + "\n" + "\n".join(rows) + "\n")
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 3
+    assert info.value.column == column
+    assert info.value.value == expected_value
+    assert "outside the supported range" in str(info.value)
+
+
+def test_timestamp_out_of_range_quarantined(tmp_path, cases_dataset):
+    rows = [
+        case_row("a"),
+        case_row("b", transaction_timestamp="0000-01-01 10:00:00"),
+        case_row("c"),
+    ]
+    path = write_csv(tmp_path, CASE_HEADER + "\n" + "\n".join(rows) + "\n")
+
+    kept, reader = read_rows(path, cases_dataset, on_bad_rows="quarantine")
+
+    assert [row["token"] for row in kept] == ["a", "c"]
+    assert reader.rejects().column("line").to_pylist() == [3]
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"]
+)
+def test_utf16_export_named_in_error(tmp_path, cases_dataset, encoding):
+    text = f"{CASE_HEADER}\n{case_row('a')}\n"
+    path = write_csv(tmp_path, text.encode(encoding))
+    expected = "UTF-32" if encoding == "utf-32" else "UTF-16"
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset)
+
+    assert f"encoded as {expected}" in str(info.value)
+    assert "Re-save the file as UTF-8" in str(info.value)
+    assert "binary data" not in str(info.value)
+
+
+def test_nul_in_header_is_binary_data(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"tok\x00en,amount\n{case_row('a')}\n")
+
+    with pytest.raises(DataError, match="binary data"):
+        read_rows(path, cases_dataset)
