@@ -28,9 +28,10 @@ class DriftItem:
 
     Attributes:
         kind: `added` (in the header, not in the schema), `missing` (in the
-            schema, not in the header) or `reordered`.
+            schema, not in the header), `reordered`, or `renamed` (a header
+            name with surrounding whitespace, read without it).
         column: The column concerned; for `reordered`, the first column out
-            of schema order.
+            of schema order; for `renamed`, the name without whitespace.
         detail: What the connector did about it.
     """
 
@@ -59,10 +60,14 @@ def reconcile_header(
         path: The export file, for error messages.
 
     Raises:
-        SchemaError: The header names a column twice, lacks a column that
-            does not allow nulls, or shares no column with the schema.
+        SchemaError: The header has an empty name, names a column twice (also
+            when the names differ only in case), spells a schema column in
+            another case, lacks a column that does not allow nulls, or shares
+            no column with the schema.
     """
+    header, renamed = normalize_header(header, path)
     _check_duplicates(header, path)
+    _check_case(header, dataset, path)
     known = set(dataset.column_names)
     present = set(header)
     if not known & present:
@@ -73,7 +78,7 @@ def reconcile_header(
             path=path,
         )
 
-    drift = _missing_columns(dataset, present, path)
+    drift = renamed + _missing_columns(dataset, present, path)
     added = [_new_column(name, column_lookup) for name in header if name not in known]
     drift += [
         DriftItem("added", column.name, _describe_added(column)) for column in added
@@ -92,6 +97,38 @@ def reconcile_header(
     return effective, drift
 
 
+def normalize_header(
+    header: list[str], path: str | None = None
+) -> tuple[list[str], list[DriftItem]]:
+    """Strip surrounding whitespace from header names and check none is empty.
+
+    Returns:
+        The stripped names in file order, and a `renamed` drift item for each
+        name that changed.
+
+    Raises:
+        SchemaError: A name is empty or only whitespace.
+    """
+    names = []
+    renamed = []
+    for position, raw in enumerate(header, start=1):
+        name = raw.strip()
+        if not name:
+            raise SchemaError(
+                f"The header of {path} has an empty column name at position "
+                f"{position} (header: {','.join(header[:10])}); every column of a "
+                "DiVA export is named. Check that the file is an unmodified export.",
+                path=path,
+                line=1,
+                value=raw,
+            )
+        if name != raw:
+            detail = f"header name {raw!r} had surrounding whitespace; read as {name}"
+            renamed.append(DriftItem("renamed", name, detail))
+        names.append(name)
+    return names, renamed
+
+
 def _check_duplicates(header: list[str], path: str | None) -> None:
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:
@@ -102,6 +139,36 @@ def _check_duplicates(header: list[str], path: str | None) -> None:
             line=1,
             column=repeated[0],
         )
+    first_spelling: dict[str, str] = {}
+    for name in header:
+        other = first_spelling.setdefault(name.casefold(), name)
+        if other != name:
+            raise SchemaError(
+                f"The header of {path} has columns {other} and {name}, which differ "
+                "only in case; SQLite and MariaDB treat them as one column. Rename "
+                "one of them in the export.",
+                path=path,
+                line=1,
+                column=name,
+            )
+
+
+def _check_case(header: list[str], dataset: Dataset, path: str | None) -> None:
+    # Matching a name in another case could put a value in the wrong column,
+    # so the export must use the schema's spelling exactly.
+    known = set(dataset.column_names)
+    by_folded = {name.casefold(): name for name in dataset.column_names}
+    for name in header:
+        schema_name = by_folded.get(name.casefold())
+        if name not in known and schema_name is not None:
+            raise SchemaError(
+                f"The header of {path} has column {name}, but dataset "
+                f"{dataset.name} spells it {schema_name}. Column names are matched "
+                "exactly; fix the header or the schema file.",
+                path=path,
+                line=1,
+                column=name,
+            )
 
 
 def _missing_columns(

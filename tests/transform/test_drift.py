@@ -140,3 +140,72 @@ def test_unknown_lookup_type_kept_as_string(tmp_path, cases_dataset):
 
     assert reader.schema.field("geo").type == pa.string()
     assert rows[0]["geo"] == "POINT(1 2)"
+
+
+@pytest.mark.parametrize(
+    ("header", "position"),
+    [
+        (CASE_HEADER.replace(",amount,", ",,"), 5),
+        (CASE_HEADER.replace(",amount,", ",  ,"), 5),
+        ("," + CASE_HEADER.split(",", 1)[1], 1),
+    ],
+)
+def test_empty_header_name_raises_with_position(
+    tmp_path, cases_dataset, header, position
+):
+    path = write_csv(tmp_path, f"{header}\n{case_row('a')}\n")
+
+    with pytest.raises(SchemaError) as info:
+        read_rows(path, cases_dataset)
+
+    assert f"empty column name at position {position}" in str(info.value)
+    assert info.value.line == 1
+
+
+def test_header_names_with_whitespace_stripped(tmp_path, cases_dataset):
+    header = CASE_HEADER.replace(",amount,", ", amount ,").replace(
+        "token,user_token", "token,\tuser_token"
+    )
+    path = write_csv(tmp_path, f"{header},fee \n{case_row('a')},1.25\n")
+
+    rows, reader = read_rows(path, cases_dataset)
+
+    assert rows[0]["amount"] == Decimal("12.00")
+    assert rows[0]["user_token"] == "user-1"
+    assert rows[0]["fee"] == "1.25"
+    assert reader.schema.field("amount").type == pa.decimal128(18, 2)
+    renamed = [item for item in reader.report.drift if item.kind == "renamed"]
+    assert [item.column for item in renamed] == ["user_token", "amount", "fee"]
+    assert "' amount '" in renamed[1].detail
+    missing = {item.column for item in reader.report.drift if item.kind == "missing"}
+    assert "amount" not in missing
+    assert "user_token" not in missing
+
+
+def test_header_name_in_other_case_raises(tmp_path, cases_dataset):
+    header = CASE_HEADER.replace(",amount,", ",Amount,")
+    path = write_csv(tmp_path, f"{header}\n{case_row('a')}\n")
+
+    with pytest.raises(SchemaError) as info:
+        read_rows(path, cases_dataset)
+
+    assert "Amount" in str(info.value)
+    assert "spells it amount" in str(info.value)
+    assert info.value.column == "Amount"
+
+
+def test_header_names_equal_ignoring_case_raise(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"{CASE_HEADER},Fee,fee\n{case_row('a')},1,2\n")
+
+    with pytest.raises(SchemaError) as info:
+        read_rows(path, cases_dataset)
+
+    assert "columns Fee and fee" in str(info.value)
+    assert "differ only in case" in str(info.value)
+
+
+def test_header_names_equal_after_strip_raise(tmp_path, cases_dataset):
+    path = write_csv(tmp_path, f"{CASE_HEADER}, amount\n{case_row('a')},1\n")
+
+    with pytest.raises(SchemaError, match="amount more than once"):
+        read_rows(path, cases_dataset)
