@@ -74,6 +74,7 @@ def write_page(
     skipped: list[str],
     command: str,
     load: str,
+    version: str,
 ) -> None:
     """Write the page to `path`, keeping the analysis of an existing page.
 
@@ -84,6 +85,7 @@ def write_page(
         command: The command line that produced the results.
         load: The machine's 1-minute load average during the run, as text;
             other processes running at the same time slow the runs down.
+        version: The product's version sentence, from `product_version`.
     """
     analysis = ""
     if path.is_file():
@@ -93,7 +95,7 @@ def write_page(
 
     lines = ["# Benchmarks", ""]
     lines += [f"Run on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with:", ""]
-    lines += ["```", command, "```", "", _product_version(), "", "## Machine", ""]
+    lines += ["```", command, "```", "", version, "", "## Machine", ""]
     lines += describe_machine(_server_versions(skipped))
     lines += [f"- Load average (1 minute): {load}"]
     lines += ["", "## Method", "", _METHOD.rstrip(), "", "## Results", ""]
@@ -108,8 +110,8 @@ def write_page(
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def _product_version() -> str:
-    """Return the commit the product was measured at, noting uncommitted edits."""
+def product_version() -> str:
+    """Return the product's git commit, noting uncommitted edits in `connector/`."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
@@ -128,9 +130,9 @@ def _product_version() -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as err:
         log.warning("Could not read the product's git commit: %s", err)
-        return "Product version: unknown (not a git checkout)."
+        return "unknown (not a git checkout)"
     edits = " plus uncommitted edits in `connector/`" if dirty else ""
-    return f"Product version: commit `{commit}`{edits}."
+    return f"commit `{commit}`{edits}"
 
 
 def _server_versions(skipped: list[str]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks import warehouse
 from benchmarks.generate import DATA_DIR, DATASET, ExportFiles, ensure_exports
-from benchmarks.page import write_page
+from benchmarks.page import product_version, write_page
 from benchmarks.report import Measurement
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = Suite(args)
     systems = _systems(args, suite)
     load_at_start = os.getloadavg()[0]
+    version_at_start = product_version()
     for rows in args.row_counts:
         files = ensure_exports(rows, args.data_dir)
         out = args.work_dir / str(rows)
@@ -297,7 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:]
     )
     load = f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end"
-    write_page(Path(args.output), suite.results, suite.skipped, command.strip(), load)
+    version = f"Product measured: {version_at_start}."
+    if product_version() != version_at_start:
+        version = (
+            f"Product measured: {version_at_start} at the start and "
+            f"{product_version()} at the end; the product changed during the run."
+        )
+    write_page(
+        Path(args.output), suite.results, suite.skipped, command.strip(), load, version
+    )
     log.info("Wrote %s", args.output)
     return 1 if any(item.error for item in suite.results) else 0
 
