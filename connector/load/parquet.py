@@ -24,7 +24,7 @@ Partitioning rules:
   dictionary with nulls, and `pandas.read_parquet` (3.1) then fails with
   "Cannot yet unify dictionaries with nulls".
 - A dataset without a date column is not partitioned: its files sit in the
-  root folder, and every load replaces all of them.
+  root folder, and every windowed load replaces all of them.
 
 Replacement rules:
 
@@ -35,8 +35,27 @@ Replacement rules:
   its own, and files without a window in their name count as covering their
   whole day. So a reload of a window removes days that have no rows any
   more, and an hour window replaces only that hour of its day.
-- A load without a window (a file loaded by hand) replaces whole partitions
-  of the days present in its rows.
+- A load without a window (a file loaded by hand) is not the whole truth
+  of any day. It upserts by the dataset's key (one or more columns) into
+  the partitions of the days in its rows, `__null__` included. There a
+  file holding none of the load's keys stays as it is. A file holding some
+  is replaced by a "kept" file with its rows of other keys, named with the
+  old file's window so that later windowed loads still replace those rows,
+  and the load's own rows are added. The
+  swap is the same as for windowed loads, so a failure leaves the old files.
+  Old rows count in the result as `details["rows_replaced"]`; load rows
+  whose key existed before count as `rows_updated`, the others as
+  `rows_inserted`. A dataset without a date column is upserted the same
+  way in its single folder.
+- NOTE: an upsert looks only at the partitions of the days in its rows. When
+  a key's new row falls on another day than its old row (a corrected
+  timestamp), the old row stays in its partition unless that partition also
+  gets rows from this load. A windowed reload of the old day removes it.
+- A dataset without a key cannot be upserted. Its loads without a window
+  replace the partitions of the days in their rows, or all files when the
+  dataset has no date column. The null-date rows of windowed loads stay.
+- A load with a key never merges duplicate keys within its own rows: the
+  Parquet sink keeps each row it is given, so `rows_superseded` stays 0.
 - A zero-row load writes no data file, except for an unpartitioned dataset:
   it gets a 0-row file so that readers still see the columns and types.
 
@@ -61,9 +80,10 @@ leaves that state behind, with no manifest for the load. On object stores
 (`s3://`, `gs://`) a rename is a copy followed by a delete, so the swap
 takes time in proportion to the data written.
 
-The code lives in three modules beside this one: `parquet_layout` (folders,
+The code lives in four modules beside this one: `parquet_layout` (folders,
 partition key, file names, replacement rules), `parquet_staging` (buffers,
-writer threads, staging files) and `parquet_commit` (plan, manifest, swap).
+writer threads, staging files), `parquet_upsert` (key matching and kept
+rows of loads without a window) and `parquet_commit` (plan, manifest, swap).
 This module holds the public API and `ParquetBatchWriter`'s public methods.
 """
 
@@ -230,6 +250,7 @@ class ParquetBatchWriter(_CommittingWriter):
         self._partitions: dict[str, _Partition] = {}
         self._lanes = [_Lane() for _ in range(_WRITER_THREADS)]
         self._staged: list[_StagedFile] = []
+        self._upsert = None
         self._rejects = _Partition(_REJECTS)
         self._rejects_rows = 0
         self._buffered_bytes = 0.0
@@ -297,8 +318,8 @@ class ParquetBatchWriter(_CommittingWriter):
 
         Args:
             window: The window the load covers; its days' partitions are
-                replaced even where the load has no rows. None replaces the
-                partitions of the days present in the rows.
+                replaced even where the load has no rows. None upserts by
+                key into the partitions of the days present in the rows.
             export_token: DiVA's export token, recorded masked in the manifest.
 
         Raises:

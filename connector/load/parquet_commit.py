@@ -25,7 +25,8 @@ from connector.load.parquet_layout import (
     _replaces,
     _window_id,
 )
-from connector.load.parquet_staging import _StagedFile, _StagingWriter
+from connector.load.parquet_staging import _StagedFile
+from connector.load.parquet_upsert import _Upsert, _UpsertingWriter
 
 if TYPE_CHECKING:
     from connector.windows import Window
@@ -42,7 +43,7 @@ class _Swap:
     old: list[str]
 
 
-class _CommittingWriter(_StagingWriter):
+class _CommittingWriter(_UpsertingWriter):
     """The commit steps of `ParquetBatchWriter`: plan, manifest, swap, clean up.
 
     `ParquetBatchWriter.__init__` sets the state these methods share.
@@ -54,9 +55,15 @@ class _CommittingWriter(_StagingWriter):
     _load_id: str
     _rejects_rows: int
     _rows: int
+    _upsert: _Upsert | None
 
     def _plan(self, window: Window | None) -> list[_Swap]:
-        """List, per partition folder, the files to move in and to replace."""
+        """List, per partition folder, the files to move in and to replace.
+
+        Without a window, a dataset with a key is upserted: `_upsert` then
+        gets the load's keys and counts, and the plan lists the staged files
+        of rows kept from the replaced files.
+        """
         window_id = _window_id(window)
         new: dict[str, list[_StagedFile]] = {}
         for staged in self._staged:
@@ -68,17 +75,29 @@ class _CommittingWriter(_StagingWriter):
         elif window is not None:
             folders.update(self._folder((day - _EPOCH).days) for day in window.days)
 
+        partitioned = self._key is not None
+        # NOTE: an upsert checks only the folders listed here, so the old row
+        # of a key whose new row moved to another day stays if its folder
+        # gets no rows from this load (see the module docstring).
+        self._upsert = None
+        if window is None and self._dataset.key:
+            self._upsert = self._load_keys()
         plan = []
         for folder in sorted(folders):
-            old = [
-                name
-                for name in self._list_visible(folder)
-                if _replaces(name, folder, window, partitioned=self._key is not None)
-            ]
+            names = self._list_visible(folder)
             named = [
                 (staged, f"part-{window_id}-{self._load_id}-{staged.name}")
                 for staged in new.get(folder, [])
             ]
+            if self._upsert is None:
+                old = [
+                    name
+                    for name in names
+                    if _replaces(name, folder, window, partitioned=partitioned)
+                ]
+            else:
+                old, kept = self._upsert_folder(folder, names, self._upsert)
+                named += kept
             plan.append(_Swap(folder, named, old))
         return plan
 
@@ -90,9 +109,6 @@ class _CommittingWriter(_StagingWriter):
             if info.type == pafs.FileType.File
             and not info.base_name.startswith(("_", "."))
         )
-
-    def _folder_path(self, folder: str) -> str:
-        return posixpath.join(self._root, folder) if folder else self._root
 
     def _stage_extras(
         self, window: Window | None, export_token: str | None, plan: list[_Swap]
@@ -146,6 +162,7 @@ class _CommittingWriter(_StagingWriter):
             "partition_key": self._key,
             "partitions": [swap.folder for swap in plan if swap.folder],
             "rows": self._rows,
+            "rows_replaced": self._upsert.rows_replaced if self._upsert else None,
             "bytes": sum(item["bytes"] for item in files),
             "compression": self._compression,
             "row_group_rows": self._row_group_rows,
@@ -244,9 +261,12 @@ class _CommittingWriter(_StagingWriter):
         ]
         relative = [posixpath.relpath(target, self._root) for _, target in moves]
         rejects = [path for path in relative if path.startswith(_REJECTS + "/")]
+        inserted = self._upsert.rows_inserted() if self._upsert else None
         return LoadResult(
             sink=self._sink,
             rows_written=self._rows,
+            rows_inserted=inserted,
+            rows_updated=None if inserted is None else self._rows - inserted,
             rows_rejected=self._rejects_rows,
             details={
                 "root": self._location,
@@ -256,6 +276,7 @@ class _CommittingWriter(_StagingWriter):
                 "rejects_file": f"{self._location}/{rejects[0]}" if rejects else None,
                 "partitions": [swap.folder for swap in plan if swap.folder],
                 "files_replaced": sum(len(swap.old) for swap in plan),
+                "rows_replaced": self._upsert.rows_replaced if self._upsert else None,
             },
         )
 

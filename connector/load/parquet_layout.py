@@ -102,6 +102,17 @@ def _replaces(
     return file_span[0] < window_span[1] and window_span[0] < file_span[1]
 
 
+def _kept_name(old_name: str, load_id: str, staged_name: str) -> str:
+    """Name the file of rows an upsert keeps from the data file `old_name`.
+
+    The name keeps the old file's window, so later windowed loads replace
+    the kept rows exactly as they would have replaced the old file.
+    """
+    match = _FILE_WINDOW.match(old_name)
+    window_id = "_".join(match.groups()) if match else "nowindow"
+    return f"part-{window_id}-{load_id}-{staged_name}"
+
+
 def _folder_day(folder: str) -> date | None:
     value = folder.partition("=")[2]
     return None if value == NULL_PARTITION else date.fromisoformat(value)

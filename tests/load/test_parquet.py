@@ -327,15 +327,151 @@ def test_reload_of_empty_window_clears_its_days(destination):
     assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == ["keep-2024-03-09-0"]
 
 
-def test_load_without_window_replaces_days_in_rows(destination):
-    _load(
-        destination,
-        _day_rows("2024-03-01", 2, "old") + _day_rows("2024-03-02", 2, "old"),
+def _amounts(table: pa.Table) -> dict[str, Decimal]:
+    return dict(
+        zip(table["token"].to_pylist(), table["amount"].to_pylist(), strict=True)
     )
 
-    _load(destination, _day_rows("2024-03-02", 1, "new"))
 
+def test_load_without_window_upserts_into_windowed_day(destination):
+    day = Window(date(2024, 3, 1), date(2024, 3, 1))
+    rows = [{**r, "amount": Decimal("5.00")} for r in _day_rows("2024-03-01", 40, "w")]
+    _load(destination, rows, day)
+    changed = {**rows[7], "amount": Decimal("99.99")}
+
+    updated = _load(destination, [changed])
+    table = read_parquet_dataset(destination, PAYMENTS)
+    inserted = _load(destination, [_row("hand-1", "2024-03-01T12:00:00")])
+
+    assert table.num_rows == 40
+    assert _amounts(table)[changed["token"]] == Decimal("99.99")
+    assert [r["amount"] for r in table.to_pylist()].count(Decimal("5.00")) == 39
+    assert (updated.rows_written, updated.rows_updated, updated.rows_inserted) == (
+        1,
+        1,
+        0,
+    )
+    assert updated.details["rows_replaced"] == 1
+    assert inserted.details["rows_replaced"] == 0
+    assert inserted.rows_inserted == 1
+    final = read_parquet_dataset(destination, PAYMENTS)
+    assert _tokens(final) == sorted([r["token"] for r in rows] + ["hand-1"])
+    assert _amounts(final)[changed["token"]] == Decimal("99.99")
+
+
+def test_upsert_keeps_window_of_rewritten_file(destination):
+    day = Window(date(2024, 3, 1), date(2024, 3, 1))
+    rows = _day_rows("2024-03-01", 4, "w")
+    _load(destination, rows, day)
+    _load(destination, [{**rows[0], "merchant_name": "fixed"}])
+    root = dataset_root(destination, PAYMENTS)
+    names = [name.split("/")[1] for name in _data_files(root)]
+
+    reload = _load(destination, _day_rows("2024-03-01", 2, "again"), day)
+
+    kept = [n for n in names if n.startswith("part-20240301_20240301-")]
+    assert len(names) == 2
+    assert len(kept) == 1
+    assert "-kept-" in kept[0]
+    assert reload.details["files_replaced"] == 2
     assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == [
+        "again-2024-03-01-0",
+        "again-2024-03-01-1",
+    ]
+
+
+LINES = Dataset.from_dict(
+    {
+        "view": "lines",
+        "aggregation": "detail",
+        "key": ["token", "line"],
+        "date_column": "created_time",
+        "columns": [
+            {"field": "token", "type": "varchar(36)", "nullable": False},
+            {"field": "line", "type": "integer", "nullable": False},
+            {"field": "created_time", "type": "timestamp without time zone"},
+            {"field": "amount", "type": "numeric(18,2)"},
+        ],
+    }
+)
+
+
+def _line(token: str, line: int, amount: str) -> dict:
+    created = _ts("2024-03-01T10:00:00")
+    return {
+        "token": token,
+        "line": line,
+        "created_time": created,
+        "amount": Decimal(amount),
+    }
+
+
+def test_upsert_matches_every_column_of_composite_key(destination):
+    old = [_line("a", 1, "1"), _line("a", 2, "2"), _line("a1", 2, "3")]
+    _load(destination, old, Window(date(2024, 3, 1), date(2024, 3, 1)), LINES)
+
+    result = _load(
+        destination, [_line("a", 2, "20"), _line("a", 12, "4")], dataset=LINES
+    )
+
+    table = read_parquet_dataset(destination, LINES)
+    lines = {(r["token"], r["line"]): r["amount"] for r in table.to_pylist()}
+    assert lines == {
+        ("a", 1): Decimal("1.00"),
+        ("a", 2): Decimal("20.00"),
+        ("a1", 2): Decimal("3.00"),
+        ("a", 12): Decimal("4.00"),
+    }
+    assert result.details["rows_replaced"] == 1
+    assert (result.rows_inserted, result.rows_updated) == (1, 1)
+
+
+def test_upsert_moves_key_to_other_day(destination):
+    old = _day_rows("2024-03-01", 3, "old") + _day_rows("2024-03-02", 3, "old")
+    _load(destination, old, Window(date(2024, 3, 1), date(2024, 3, 2)))
+    root = dataset_root(destination, PAYMENTS)
+    day_two_files = [n for n in _data_files(root) if "2024-03-02" in n]
+    moved = _row("old-2024-03-01-0", "2024-03-02T09:00:00", merchant_name="moved")
+    added = _row("hand-1", "2024-03-01T09:00:00")
+
+    result = _load(destination, [moved, added])
+
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert _tokens(table) == sorted([r["token"] for r in old] + ["hand-1"])
+    row = next(r for r in table.to_pylist() if r["token"] == moved["token"])
+    assert row["merchant_name"] == "moved"
+    assert row["created_time"] == moved["created_time"]
+    assert result.details["rows_replaced"] == 1
+    assert set(day_two_files) <= set(_data_files(root))
+
+
+def test_upsert_into_unpartitioned_dataset(destination):
+    dataset = Dataset("cards", "", ("token",), None, PAYMENTS.columns)
+    _load(destination, _day_rows("2024-03-01", 3, "old"), dataset=dataset)
+    changed = _row("old-2024-03-01-1", None, merchant_name="changed")
+
+    _load(destination, [changed, _row("new", None)], dataset=dataset)
+
+    table = read_parquet_dataset(destination, dataset)
+    assert _tokens(table) == [
+        "new",
+        "old-2024-03-01-0",
+        "old-2024-03-01-1",
+        "old-2024-03-01-2",
+    ]
+    names = {r["token"]: r["merchant_name"] for r in table.to_pylist()}
+    assert names["old-2024-03-01-1"] == "changed"
+    assert names["old-2024-03-01-0"] == "old"
+
+
+def test_keyless_load_without_window_replaces_days(destination):
+    dataset = Dataset("events", "detail", (), "created_time", PAYMENTS.columns)
+    old = _day_rows("2024-03-01", 2, "old") + _day_rows("2024-03-02", 2, "old")
+    _load(destination, old, dataset=dataset)
+
+    _load(destination, _day_rows("2024-03-02", 1, "new"), dataset=dataset)
+
+    assert _tokens(read_parquet_dataset(destination, dataset)) == [
         "new-2024-03-02-0",
         "old-2024-03-01-0",
         "old-2024-03-01-1",
@@ -444,6 +580,33 @@ def test_failed_commit_restores_previous_files():
         assert fs.ls(f"{root}/date=2024-03-01", detail=False) == [
             f"{root}/date=2024-03-01/part-legacy.parquet"
         ]
+    finally:
+        fs.rm(destination, recursive=True)
+
+
+def test_failed_upsert_restores_previous_files():
+    fs = _ManifestMoveFails()
+    destination = f"/parquet-tests-{uuid.uuid4().hex}"
+    root = dataset_root(destination, PAYMENTS)
+    legacy = f"{root}/date=2024-03-01/part-legacy.parquet"
+    try:
+        fs.mkdir(root)
+        pq.write_table(
+            pa.Table.from_batches([_batch(_day_rows("2024-03-01", 2, "old"))]),
+            legacy,
+            filesystem=pafs.PyFileSystem(pafs.FSSpecHandler(fs)),
+        )
+        writer = open_parquet_writer(destination, PAYMENTS, filesystem=fs)
+        writer.write(_batch([_row("old-2024-03-01-0", "2024-03-01T05:00:00")]))
+
+        with pytest.raises(LoadError, match="left as it was"):
+            writer.commit(None, None)
+        writer.abort()
+
+        table = read_parquet_dataset(destination, PAYMENTS, filesystem=fs)
+        assert _tokens(table) == ["old-2024-03-01-0", "old-2024-03-01-1"]
+        assert table["merchant_name"].to_pylist() == ["old", "old"]
+        assert fs.ls(f"{root}/date=2024-03-01", detail=False) == [legacy]
     finally:
         fs.rm(destination, recursive=True)
 

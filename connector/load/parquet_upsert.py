@@ -1,0 +1,160 @@
+"""Upsert by key for Parquet loads without a window (files loaded by hand).
+
+The `connector.load.parquet` module docstring states when a load upserts
+instead of replacing whole partitions. Here a partition's files are checked
+one at a time. A file without any of the load's keys stays as it is. A file
+with some is replaced, and its rows of other keys are copied into a "kept"
+staging file that moves in with the load's own files.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from connector.load.parquet_layout import _kept_name
+from connector.load.parquet_staging import _StagedFile, _StagingWriter
+
+if TYPE_CHECKING:
+    from connector.load.parquet_staging import _ChecksumStream
+
+
+@dataclass
+class _Upsert:
+    """The load's keys, and what the upsert found in the existing files."""
+
+    keys: pa.Array
+    rows_replaced: int = 0
+    found: list[pa.Array] = field(default_factory=list)
+
+    def rows_inserted(self) -> int:
+        """Count the load's rows whose key was in no existing file."""
+        if not self.found:
+            return len(self.keys)
+        found = pa.concat_arrays([a.cast(self.keys.type) for a in self.found])
+        hit = pc.is_in(self.keys, value_set=pc.unique(found))
+        return len(self.keys) - (pc.sum(hit).as_py() or 0)
+
+
+class _UpsertingWriter(_StagingWriter):
+    """The upsert steps of `ParquetBatchWriter`, used by its commit.
+
+    `ParquetBatchWriter.__init__` sets the state these methods share.
+    """
+
+    _root: str
+    _load_id: str
+
+    def _folder_path(self, folder: str) -> str:
+        return posixpath.join(self._root, folder) if folder else self._root
+
+    def _load_keys(self) -> _Upsert:
+        """Read the key columns back from the staged files of this load."""
+        names = list(self._dataset.key)
+        tables = [
+            pq.read_table(
+                posixpath.join(self._staging, staged.partition, staged.name),
+                columns=names,
+                filesystem=self._fs,
+            )
+            for staged in self._staged
+        ]
+        if not tables:
+            return _Upsert(pa.array([], pa.string()))
+        return _Upsert(self._key_values(pa.concat_tables(tables)))
+
+    def _key_values(self, table: pa.Table) -> pa.Array:
+        """Return one comparable value per row for the dataset's key columns.
+
+        A single key column is compared as it is. Composite keys become one
+        string per row: each column as `<length>:<text>`, or `-` when null,
+        joined by `|`, which no two different keys can share.
+        """
+        columns = [
+            table.column(name).cast(self._schema.field(name).type)
+            for name in self._dataset.key
+        ]
+        if len(columns) == 1:
+            return columns[0].combine_chunks()
+
+        pieces = []
+        for column in columns:
+            text = column.cast(pa.string())
+            length = pc.binary_length(text).cast(pa.string())
+            piece = pc.binary_join_element_wise(length, text, ":")
+            pieces.append(pc.fill_null(piece, "-"))
+        return pc.binary_join_element_wise(*pieces, "|").combine_chunks()
+
+    def _upsert_folder(
+        self, folder: str, names: list[str], upsert: _Upsert
+    ) -> tuple[list[str], list[tuple[_StagedFile, str]]]:
+        """Find the files of `folder` that hold keys of the load.
+
+        Returns:
+            The names of those files, to be replaced, and the staged files
+            (with their final names) holding their rows of other keys.
+        """
+        replaced, kept = [], []
+        for name in names:
+            path = posixpath.join(self._folder_path(folder), name)
+            keys = pq.read_table(
+                path, columns=list(self._dataset.key), filesystem=self._fs
+            )
+            values = self._key_values(keys)
+            hit = pc.is_in(values, value_set=upsert.keys)
+            matched = pc.sum(hit).as_py() or 0
+            if matched == 0:
+                continue
+
+            replaced.append(name)
+            upsert.rows_replaced += matched
+            upsert.found.append(values.filter(hit))
+            if matched < keys.num_rows:
+                staged = self._copy_unmatched(folder, path, len(kept), upsert)
+                kept.append((staged, _kept_name(name, self._load_id, staged.name)))
+        return replaced, kept
+
+    def _copy_unmatched(
+        self, folder: str, path: str, sequence: int, upsert: _Upsert
+    ) -> _StagedFile:
+        """Stage the rows of the file at `path` whose key is not in the load."""
+        name = f"kept-{sequence:04d}.parquet"
+        target = posixpath.join(self._staging, folder, name)
+        writer, stream = self._open_file(target, self._schema)
+        rows = 0
+        try:
+            with self._fs.open_input_file(path) as source:
+                for batch in pq.ParquetFile(source).iter_batches(
+                    batch_size=self._row_group_rows
+                ):
+                    table = self._conform_old(pa.Table.from_batches([batch]))
+                    hit = pc.is_in(self._key_values(table), value_set=upsert.keys)
+                    table = table.filter(pc.invert(hit))
+                    writer.write_table(table, row_group_size=self._row_group_rows)
+                    rows += table.num_rows
+        finally:
+            _finish(writer, stream)
+        return _StagedFile(folder, name, rows, stream.size, stream.hexdigest())
+
+    def _conform_old(self, table: pa.Table) -> pa.Table:
+        """Give rows of an existing file the dataset's schema.
+
+        Columns the file lacks (added to the schema since) become nulls.
+        """
+        columns = [
+            table.column(f.name).cast(f.type)
+            if f.name in table.column_names
+            else pa.nulls(table.num_rows, f.type)
+            for f in self._schema
+        ]
+        return pa.Table.from_arrays(columns, schema=self._schema)
+
+
+def _finish(writer: pq.ParquetWriter, stream: _ChecksumStream) -> None:
+    writer.close()
+    stream.finish()
