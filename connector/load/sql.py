@@ -14,7 +14,11 @@ Modes:
 - `upsert` (default): rows of keys already in the table are updated, other
   rows inserted.
 - `append`: rows are inserted; a key already in the table fails the load.
-- `replace`: the table's rows are deleted and this load's rows inserted.
+- `replace`: the rows of the load's window are replaced. The rows whose
+  date column lies in the window are deleted and the load's rows inserted,
+  so rows of other days stay. A load without a window replaces the days
+  from its first to its last date. A dataset without a date column has its
+  whole table replaced.
 
 Within one load, rows sharing a key are reduced to one before the merge: the
 row with the latest date column wins, and on a tie the later row in file
@@ -26,16 +30,15 @@ store or truncate them without an error.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from connector.errors import ConfigError
-from connector.load.sql_writer import SqlBatchWriter
+from connector.load.sql_writer import SqlBatchWriter, mask_url
 
 if TYPE_CHECKING:
     from connector.datasets import Dataset
@@ -51,7 +54,6 @@ _DEFAULT_DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
-_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 def normalize_url(url: str) -> str:
@@ -88,14 +90,6 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def mask_url(url: str) -> str:
-    """Return `url` with any password replaced by `***`."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return _URL_PASSWORD.sub(r"\1***@", url)
-
-
 def open_warehouse_writer(
     url: str,
     table: str,
@@ -106,6 +100,7 @@ def open_warehouse_writer(
     rejects_table: str | None = None,
     engine: sa.Engine | None = None,
     fail_before_commit: Callable[[], None] | None = None,
+    preserve_columns: Collection[str] = (),
 ) -> BatchWriter:
     """Open a one-transaction load of `dataset` into `table`.
 
@@ -115,7 +110,18 @@ def open_warehouse_writer(
             `engine` is given.
         table: The target table, created from the dataset's schema when absent.
         dataset: The dataset whose Arrow batches will be written.
-        mode: `upsert`, `append` or `replace`.
+        mode: `upsert`, `append` or `replace`. `replace` deletes the target
+            rows whose date column (`dataset.date_column`) lies in the
+            window passed to `commit`, then inserts the load's rows. Day
+            windows cover whole UTC days, hour windows their datetimes to
+            the last second. When `commit` gets no window, the days from the
+            smallest to the largest date among the load's rows are replaced,
+            and nothing is deleted when the load has no dated row. Rows of a
+            key the load brings are replaced wherever their date lies. A
+            dataset without a date column has its whole table replaced.
+            `LoadResult.details["rows_deleted"]` counts the deleted rows
+            whose key the load did not write again (for a dataset without a
+            key: every deleted row).
         audit_table: The table that receives one row per load.
         rejects_table: The table for rows the transform stage set aside;
             `<table>_rejects` by default.
@@ -124,10 +130,15 @@ def open_warehouse_writer(
         fail_before_commit: Called after the merge and the audit row, just
             before the final commit; an exception it raises aborts the load.
             Tests use it to inject a failure.
+        preserve_columns: Columns whose stored value an existing row keeps,
+            e.g. the columns absent from the export's header. `upsert`
+            leaves them out of its update, and `replace` writes the stored
+            values back; new rows get NULL. Ignored in `append` mode.
 
     Raises:
-        ConfigError: The mode is unknown, or upsert was asked for a dataset
-            without a key.
+        ConfigError: The mode is unknown, upsert was asked for a dataset
+            without a key, or a preserved column is a key column or not a
+            column of the dataset.
         LoadError: The database cannot be reached, or the table cannot be
             fitted to the dataset (a column would narrow or change kind).
     """
@@ -140,6 +151,8 @@ def open_warehouse_writer(
             f"Dataset {dataset.name} has no key, so it cannot be upserted; "
             "load it with mode 'append' or 'replace'."
         )
+
+    _check_preserve_columns(preserve_columns, dataset)
 
     owns_engine = engine is None
     if engine is None:
@@ -155,9 +168,26 @@ def open_warehouse_writer(
         started_at=datetime.now(UTC),
         owns_engine=owns_engine,
         fail_before_commit=fail_before_commit,
+        preserve_columns=preserve_columns,
     )
     writer.open()
     return writer
+
+
+def _check_preserve_columns(names: Collection[str], dataset: Dataset) -> None:
+    unknown = [n for n in names if n not in dataset.column_names]
+    if unknown:
+        raise ConfigError(
+            f"Cannot preserve {', '.join(unknown)}: dataset {dataset.name} has no "
+            f"such column. Its columns are {', '.join(dataset.column_names)}."
+        )
+    keys = [n for n in names if n in dataset.key]
+    if keys:
+        raise ConfigError(
+            f"Cannot preserve the key column {', '.join(keys)} of dataset "
+            f"{dataset.name}: every row needs its key. Remove it from the "
+            "preserved columns."
+        )
 
 
 def create_warehouse_engine(url: str) -> sa.Engine:

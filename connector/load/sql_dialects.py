@@ -38,6 +38,8 @@ from connector.load.sql_schema import family
 from connector.load.sql_sqlite import SqliteMerger
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import sqlalchemy as sa
 
     from connector.datasets import Dataset
@@ -56,7 +58,11 @@ __all__ = [
 
 
 def merger_for(
-    conn: sa.Connection, table: str, dataset: Dataset, stage: str
+    conn: sa.Connection,
+    table: str,
+    dataset: Dataset,
+    stage: str,
+    preserve_columns: Collection[str] = (),
 ) -> StagingMerger:
     """Return the staging and merge strategy for the connection's dialect."""
     kind = family(conn.dialect)
@@ -65,4 +71,4 @@ def merger_for(
         "mysql": MySqlMerger,
         "sqlite": SqliteMerger,
     }.get(kind, StagingMerger)
-    return merger_class(conn, table, dataset, stage)
+    return merger_class(conn, table, dataset, stage, preserve_columns)

@@ -7,7 +7,9 @@ PostgreSQL, MariaDB/MySQL and SQLite override its staging and upsert steps.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -33,7 +35,9 @@ class MergeCounts:
         written: Distinct rows written (after dropping superseded duplicates).
         inserted: Keys new to the table, when the database can tell.
         updated: Existing keys whose row changed, when the database can tell.
-        deleted: Rows removed first, in `replace` mode or by delete-then-insert.
+            In `replace` mode: existing keys the load wrote again.
+        deleted: Rows removed from the table and not written back by the load
+            (rows of a key the load brings again count as updated instead).
     """
 
     written: int
@@ -51,7 +55,12 @@ class StagingMerger:
     """
 
     def __init__(
-        self, conn: sa.Connection, table: str, dataset: Dataset, stage: str
+        self,
+        conn: sa.Connection,
+        table: str,
+        dataset: Dataset,
+        stage: str,
+        preserve_columns: Collection[str] = (),
     ) -> None:
         self.conn = conn
         self.table = table
@@ -59,6 +68,8 @@ class StagingMerger:
         self.stage = stage
         self.quote = conn.dialect.identifier_preparer.quote_identifier
         self.columns = dataset.column_names
+        #: Columns an existing row keeps when the load brings its key again.
+        self.preserve_columns = [c for c in self.columns if c in preserve_columns]
 
     def create_stage(self) -> None:
         """Create the temporary staging table with the dataset's column types."""
@@ -91,36 +102,126 @@ class StagingMerger:
         """Drop the staging table when it outlives the transaction."""
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.quote(self.stage)}")
 
-    def merge(self, mode: str, rows_staged: int) -> MergeCounts:
+    def merge(
+        self,
+        mode: str,
+        rows_staged: int,
+        replace_range: tuple[date, date] | None = None,
+    ) -> MergeCounts:
         """Write the staged rows into the target table according to `mode`.
 
         `rows_staged` is the number of rows staged; when it equals the number
         of distinct keys, the merge reads the staging table as it is and
-        skips ranking duplicates.
+        skips ranking duplicates. `replace_range` is the `[start, end)` range
+        of the date column that `replace` mode empties first (see
+        `replace`).
         """
         written, existing = self._count_keys(rows_staged)
         self._has_duplicates = written < rows_staged
         if mode == "replace":
-            deleted = self.conn.exec_driver_sql(f"DELETE FROM {self._target}").rowcount
-            self._insert_selected()
-            return MergeCounts(written, inserted=written, updated=0, deleted=deleted)
+            return self.replace(written, replace_range)
         if mode == "append":
             self._check_no_conflict()
             self._insert_selected()
             return MergeCounts(written, inserted=written, updated=0)
         return self.upsert(written, existing)
 
-    def upsert(self, written: int, existing: int) -> MergeCounts:
-        """Delete the rows of staged keys, then insert the selected staged rows."""
-        deleted = self.conn.exec_driver_sql(
-            f"DELETE FROM {self._target} WHERE EXISTS "
-            f"(SELECT 1 FROM {self.quote(self.stage)} staged "
-            f"WHERE {self._key_join('staged', self._target)})"
+    def replace(
+        self, written: int, replace_range: tuple[date, date] | None
+    ) -> MergeCounts:
+        """Delete the rows of the range and of the staged keys, then insert.
+
+        Without a date column the whole table is deleted. With one, the rows
+        whose date lies in `[start, end)` are deleted; a None range deletes
+        none of them. Rows of a staged key are deleted wherever their date
+        lies, since the insert would conflict with them.
+        """
+        self.keep_preserved_values()
+        existing = self._count_staged_keys_in_target()
+        where = self._replace_condition(replace_range)
+        deleted = self.conn.execute(
+            sa.text(f"DELETE FROM {self._target} WHERE {where}"),
+            self._range_parameters(replace_range),
         ).rowcount
         self._insert_selected()
         return MergeCounts(
-            written, inserted=written - existing, updated=existing, deleted=deleted
+            written,
+            inserted=written - existing,
+            updated=existing,
+            deleted=deleted - existing,
         )
+
+    def upsert(self, written: int, existing: int) -> MergeCounts:
+        """Delete the rows of staged keys, then insert the selected staged rows."""
+        self.keep_preserved_values()
+        self.conn.exec_driver_sql(
+            f"DELETE FROM {self._target} WHERE {self._staged_key_exists()}"
+        )
+        self._insert_selected()
+        return MergeCounts(written, inserted=written - existing, updated=existing)
+
+    def keep_preserved_values(self) -> None:
+        """Copy the stored values of the preserved columns into the staged rows.
+
+        Only staged rows whose key the table contains are changed, so the
+        delete-then-insert of `replace` and of the portable upsert writes
+        the stored values back.
+        """
+        if not self.preserve_columns or not self.dataset.key:
+            return
+        stage = self.quote(self.stage)
+        stored = f"FROM {self._target} stored WHERE {self._key_join(stage, 'stored')}"
+        assignments = ", ".join(
+            f"{self.quote(c)} = (SELECT stored.{self.quote(c)} {stored})"
+            for c in self.preserve_columns
+        )
+        self.conn.exec_driver_sql(
+            f"UPDATE {stage} SET {assignments} WHERE EXISTS (SELECT 1 {stored})"
+        )
+
+    def _staged_key_exists(self) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM {self.quote(self.stage)} staged "
+            f"WHERE {self._key_join('staged', self._target)})"
+        )
+
+    def _count_staged_keys_in_target(self) -> int:
+        if not self.dataset.key:
+            return 0
+        return self.conn.exec_driver_sql(
+            f"SELECT count(*) FROM {self._target} WHERE {self._staged_key_exists()}"
+        ).scalar_one()
+
+    def _replace_condition(self, replace_range: tuple[date, date] | None) -> str:
+        date_column = self.dataset.date_column
+        if not date_column:
+            return "1 = 1"
+        if replace_range is None:
+            condition = "1 = 0"
+        else:
+            column = f"{self._target}.{self.quote(date_column)}"
+            condition = f"{column} >= :range_start AND {column} < :range_end"
+        if self.dataset.key:
+            condition = f"({condition}) OR {self._staged_key_exists()}"
+        return condition
+
+    def _range_parameters(self, replace_range: tuple[date, date] | None) -> dict:
+        if replace_range is None or not self.dataset.date_column:
+            return {}
+        start, end = (self.bound_value(v) for v in replace_range)
+        return {"range_start": start, "range_end": end}
+
+    def bound_value(self, value: date) -> object:
+        """Return a date or aware UTC datetime in the form the table stores it."""
+        kind = family(self.conn.dialect)
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC)
+            if kind == "sqlite":
+                return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+            if kind == "mysql":
+                return value.replace(tzinfo=None)
+            return value
+        return value.isoformat() if kind == "sqlite" else value
 
     @property
     def _target(self) -> str:
@@ -203,7 +304,7 @@ class StagingMerger:
         it that alias.
         """
         keys = ", ".join(self.quote(k) for k in self.dataset.key)
-        others = [c for c in self.columns if c not in self.dataset.key]
+        others = self.updated_columns()
         if not others:
             return f"ON CONFLICT ({keys}) DO NOTHING"
         updates = ", ".join(
@@ -214,6 +315,14 @@ class StagingMerger:
             for c in others
         )
         return f"ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE {changed}"
+
+    def updated_columns(self) -> list[str]:
+        """Return the columns an upsert sets on an existing row, in table order."""
+        return [
+            c
+            for c in self.columns
+            if c not in self.dataset.key and c not in self.preserve_columns
+        ]
 
 
 def describe_key(names: tuple[str, ...], values: tuple) -> str:

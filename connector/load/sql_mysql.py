@@ -126,8 +126,7 @@ class MySqlMerger(StagingMerger):
         updates = (
             ", ".join(
                 f"{self.quote(c)} = VALUES({self.quote(c)})"
-                for c in self.columns
-                if c not in self.dataset.key
+                for c in self.updated_columns()
             )
             or f"{self.quote(self.dataset.key[0])} = {self.quote(self.dataset.key[0])}"
         )

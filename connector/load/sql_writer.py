@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ from connector.load.sql_schema import (
     audit_table,
     family,
     plan_evolution,
+    qualified_name,
     reflect_columns,
     rejects_table,
     target_table,
@@ -37,6 +39,15 @@ log = logging.getLogger(__name__)
 
 #: Driver messages quoted in errors and audit rows are cut to this many characters.
 MAX_ERROR_CHARS = 500
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+#: Query parameters whose value is a credential, e.g. `?password=...`,
+#: `sslpassword`, `passwd`, `pwd`, `secret`, `token`, `api_key`.
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;][^=&#;\s]*(?:pass|pwd|secret|token|credential|api_?key)"
+    r"[^=&#;\s]*=)[^&#;\s]*",
+    re.IGNORECASE,
+)
 
 
 class SqlBatchWriter:
@@ -61,6 +72,7 @@ class SqlBatchWriter:
         started_at: datetime,
         owns_engine: bool,
         fail_before_commit: Callable[[], None] | None = None,
+        preserve_columns: Collection[str] = (),
     ) -> None:
         self.engine = engine
         self.table = table
@@ -72,7 +84,9 @@ class SqlBatchWriter:
         self.started_at = started_at
         self.owns_engine = owns_engine
         self.fail_before_commit = fail_before_commit
-        self.sink = f"{engine.url.render_as_string(hide_password=True)} table {table}"
+        self.preserve_columns = tuple(preserve_columns)
+        url = engine.url.render_as_string(hide_password=False)
+        self.sink = f"{mask_url(url)} table {table}"
         self.rows_read = 0
         self.rows_rejected = 0
         self.connection: sa.Connection | None = None
@@ -81,6 +95,11 @@ class SqlBatchWriter:
         self._rejects: sa.Table | None = None
         self._merger: StagingMerger | None = None
         self._session_restore: list[Callable[[], None]] = []
+        #: Smallest and largest value of the date column among the staged rows.
+        self._date_range: tuple[date, date] | None = None
+        #: True when this load created the target table in a committed DDL
+        #: statement (MariaDB/MySQL), so a failed load must drop it again.
+        self._created_committed_table = False
 
     def open(self) -> None:
         """Connect, fit the target table to the dataset and create the staging table.
@@ -109,7 +128,11 @@ class SqlBatchWriter:
                 self._begin()
                 self._prepare_tables()
             self._merger = merger_for(
-                self.connection, self.table, self.dataset, self.stage
+                self.connection,
+                self.table,
+                self.dataset,
+                self.stage,
+                self.preserve_columns,
             )
             self._merger.create_stage()
 
@@ -127,7 +150,20 @@ class SqlBatchWriter:
             check_lengths(batch, self.dataset, first_row=self.rows_read)
             if batch.num_rows:
                 self._merger.stage_batch(batch, self.rows_read)
+                self._track_date_range(batch)
             self.rows_read += batch.num_rows
+
+    def _track_date_range(self, batch: pa.RecordBatch) -> None:
+        if not self.dataset.date_column:
+            return
+        extremes = pc.min_max(batch.column(self.dataset.date_column))
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low is None:
+            return
+        if self._date_range is not None:
+            low = min(low, self._date_range[0])
+            high = max(high, self._date_range[1])
+        self._date_range = (low, high)
 
     def write_rejects(self, rejects: pa.Table) -> None:
         """Stage rows set aside by the transform stage into the rejects table.
@@ -158,6 +194,10 @@ class SqlBatchWriter:
     def commit(self, window: Window | None, export_token: str | None) -> LoadResult:
         """Merge the staged rows, write the audit row and commit.
 
+        In `replace` mode, `window` is the range whose rows the load replaces;
+        when it is None, the days between the smallest and the largest
+        staged date are replaced.
+
         Raises:
             LoadError: The merge or the commit failed; the table is left as it
                 was and a `failed` audit row is written when possible.
@@ -165,7 +205,9 @@ class SqlBatchWriter:
         self._require_open()
         action = f"Loading into {self.sink} failed"
         with self._rolled_back_on_error(action, window, export_token):
-            counts = self._merger.merge(self.mode, self.rows_read)
+            counts = self._merger.merge(
+                self.mode, self.rows_read, self._replace_range(window)
+            )
             row = self._audit_row("succeeded", window, export_token, counts)
             self.connection.execute(self._audit.insert(), row)
             if self.fail_before_commit is not None:
@@ -195,8 +237,19 @@ class SqlBatchWriter:
         if self.connection is None:
             return
         self._discard()
+        self._drop_created_table()
         self._record_failure("aborted", None, None, None)
         self._dispose_engine()
+
+    def _replace_range(self, window: Window | None) -> tuple[date, date] | None:
+        if self.mode != "replace" or not self.dataset.date_column:
+            return None
+        kind = self.dataset.column(self.dataset.date_column).type.kind
+        if window is not None:
+            return replace_range(window.start, window.end, kind, window.is_days)
+        if self._date_range is None:
+            return None
+        return replace_range(*self._date_range, kind, whole_days=True)
 
     def _require_open(self) -> None:
         if self.connection is None:
@@ -243,6 +296,7 @@ class SqlBatchWriter:
         if existing is None:
             table = target_table(self.table, self.dataset, dialect, self._metadata)
             table.create(self.connection)
+            self._created_committed_table = family(dialect) == "mysql"
             log.info("Created table %s for %s.", self.table, self.dataset.name)
         else:
             for statement in plan_evolution(
@@ -339,15 +393,47 @@ class SqlBatchWriter:
     ) -> None:
         """Roll back, record the failure and raise `LoadError` for `err`."""
         self._discard()
+        outcome = self._drop_created_table()
         self._record_failure("failed", window, export_token, err)
         self._dispose_engine()
         if isinstance(err, LoadError):
             raise err
         raise LoadError(
-            f"{action}: {describe_error(err)}. The table was left as it was.",
+            f"{action}: {describe_error(err)}. {outcome}",
             table=self.table,
             dataset=self.dataset.name,
         ) from err
+
+    def _drop_created_table(self) -> str:
+        """Drop the table this failed load created, if DDL committed it and it is empty.
+
+        Returns the sentence that tells the user what became of the table.
+        """
+        if not self._created_committed_table:
+            return "The table was left as it was."
+        self._created_committed_table = False
+        target = qualified_name(self.table, self.engine.dialect)
+        try:
+            with self.engine.begin() as conn:
+                if conn.exec_driver_sql(f"SELECT 1 FROM {target} LIMIT 1").first():
+                    return (
+                        "The table this load created was kept because another "
+                        "load has written rows to it."
+                    )
+                conn.exec_driver_sql(f"DROP TABLE {target}")
+        except Exception as err:  # noqa: BLE001 - the load error matters more
+            log.warning(
+                "Dropping table %s, created by the failed load of %s, failed: %s",
+                self.table,
+                self.dataset.name,
+                describe_error(err),
+            )
+            return (
+                "The table was created by this load and holds none of its rows; "
+                "dropping it failed."
+            )
+        log.info("Dropped table %s, created by the failed load.", self.table)
+        return "The table this load created was dropped again."
 
     def _discard(self) -> None:
         """Roll back and close the connection, whatever state it is in."""
@@ -439,6 +525,49 @@ def check_lengths(
             length=length,
             max_length=limit,
         )
+
+
+def replace_range(
+    first: date, last: date, column_kind: str, whole_days: bool
+) -> tuple[date, date]:
+    """Return the `[start, end)` range of a date column that covers `first..last`.
+
+    Both ends of `first..last` are included. With `whole_days`, or when the
+    column holds dates, the range covers every day touched: days start at
+    00:00 UTC. Otherwise `first` and `last` are datetimes (naive ones are
+    UTC) whose last second is included, which fits hour windows ending at
+    `:59:59`.
+    """
+    if column_kind != "timestamp":
+        return _utc_day(first), _utc_day(last) + timedelta(days=1)
+    if whole_days:
+        start = datetime.combine(_utc_day(first), time(), UTC)
+        return start, datetime.combine(_utc_day(last) + timedelta(days=1), time(), UTC)
+    return _as_utc(first), _as_utc(last) + timedelta(seconds=1)
+
+
+def _utc_day(value: date) -> date:
+    return _as_utc(value).date() if isinstance(value, datetime) else value
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with its password and credential query values replaced by `***`.
+
+    Query parameters named like a credential (`password`, `sslpassword`,
+    `passwd`, `pwd`, `secret`, `token`, `api_key`, ...) are masked as well,
+    since drivers read passwords from the query string too.
+    """
+    try:
+        masked = sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        masked = _URL_PASSWORD.sub(r"\1***@", url)
+    return _SECRET_QUERY.sub(r"\g<name>***", masked)
 
 
 def mask_export_token(token: str | None) -> str | None:

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector.datasets import Dataset, rejects_schema
-from connector.errors import LoadError
+from connector.errors import ConfigError, LoadError
 from connector.load import sql_dialects, sql_writer
 from connector.load.sql import normalize_url, open_warehouse_writer
 from connector.windows import Window
@@ -359,8 +359,130 @@ def test_replace_swaps_all_rows(warehouse):
     rows = warehouse.rows()
     assert set(rows) == {("b",), ("c",)}
     assert rows[("b",)]["amount"] == Decimal("3.00")
-    assert result.details["rows_deleted"] == 2
+    assert result.details["rows_deleted"] == 1
+    assert (result.rows_inserted, result.rows_updated) == (1, 1)
     assert result.rows_written == 2
+
+
+def dated_row(token: str, day: int, hour: int = 10, minute: int = 0):
+    """Return a SMALL row stamped on March `day` 2024 at `hour:minute` UTC."""
+    return {**small_row(token), "ts": datetime(2024, 3, day, hour, minute, tzinfo=UTC)}
+
+
+def test_replace_keeps_days_outside_window(warehouse):
+    rows = [dated_row("d4", 4), dated_row("d5a", 5, 0), dated_row("d5b", 5, 23, 59)]
+    warehouse.load(SMALL, make_batch(SMALL, [*rows, dated_row("d6", 6, 0)]))
+
+    writer = warehouse.open(mode="replace")
+    writer.write(make_batch(SMALL, [{**dated_row("d5a", 5), "state": "NEW2"}]))
+    result = writer.commit(Window(date(2024, 3, 5), date(2024, 3, 5)), None)
+
+    rows = warehouse.rows()
+    assert set(rows) == {("d4",), ("d5a",), ("d6",)}
+    assert rows[("d5a",)]["state"] == "NEW2"
+    assert result.details["rows_deleted"] == 1
+    assert (result.rows_inserted, result.rows_updated) == (0, 1)
+
+
+def test_replace_hour_window_keeps_other_hours(warehouse):
+    rows = [
+        dated_row("h9", 5, 9, 59),
+        dated_row("h10", 5, 10, 59),
+        dated_row("h11", 5, 11),
+    ]
+    warehouse.load(SMALL, make_batch(SMALL, rows))
+    exact = {**dated_row("h10", 5), "ts": datetime(2024, 3, 5, 10, 59, 59, 999999, UTC)}
+    hour = Window(datetime(2024, 3, 5, 10), datetime(2024, 3, 5, 10, 59, 59))
+
+    writer = warehouse.open(mode="replace")
+    writer.write(make_batch(SMALL, [{**exact, "token": "new"}]))
+    result = writer.commit(hour, None)
+
+    assert set(warehouse.rows()) == {("h9",), ("new",), ("h11",)}
+    assert result.details["rows_deleted"] == 1
+
+
+def test_replace_without_window_uses_days_of_rows(warehouse):
+    days = [
+        dated_row("d3", 3),
+        dated_row("d4", 4),
+        dated_row("d5", 5),
+        dated_row("d7", 7),
+    ]
+    warehouse.load(SMALL, make_batch(SMALL, days))
+
+    writer = warehouse.open(mode="replace")
+    writer.write(make_batch(SMALL, [dated_row("n4", 4, 1)]))
+    writer.write(
+        make_batch(SMALL, [dated_row("n5", 5, 2), {**small_row("x"), "ts": None}])
+    )
+    result = writer.commit(None, None)
+
+    assert set(warehouse.rows()) == {("d3",), ("n4",), ("n5",), ("x",), ("d7",)}
+    assert result.details["rows_deleted"] == 2
+
+
+def test_replace_date_column_window(warehouse):
+    daily = make_dataset(
+        [("token", "varchar(36)"), ("day", "date"), ("state", "varchar(20)")],
+        date_column="day",
+    )
+    stored = [
+        {"token": f"t{d}", "day": date(2024, 3, d), "state": "OLD"}
+        for d in (4, 5, 6, 7)
+    ]
+    warehouse.load(daily, make_batch(daily, stored))
+
+    writer = warehouse.open(daily, mode="replace")
+    writer.write(make_batch(daily, [{"token": "n", "day": date(2024, 3, 5)}]))
+    result = writer.commit(Window(date(2024, 3, 5), date(2024, 3, 6)), None)
+
+    assert set(warehouse.rows(daily)) == {("t4",), ("n",), ("t7",)}
+    assert result.details["rows_deleted"] == 2
+
+
+# --- preserved columns --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["native", "portable"])
+def test_upsert_keeps_preserved_columns(warehouse, monkeypatch, path):
+    if path == "portable":
+        monkeypatch.setattr(sql_writer, "merger_for", sql_dialects.StagingMerger)
+    warehouse.load(SMALL, make_batch(SMALL, [small_row("a", state="SETTLED")]))
+    without_state = [{**small_row("a", 1, "2.00"), "state": None}, small_row("b")]
+
+    warehouse.load(
+        SMALL,
+        make_batch(SMALL, [{**row, "state": None} for row in without_state]),
+        preserve_columns=("state",),
+    )
+
+    rows = warehouse.rows()
+    assert rows[("a",)]["state"] == "SETTLED"
+    assert rows[("a",)]["amount"] == Decimal("2.00")
+    assert rows[("b",)]["state"] is None
+
+
+def test_replace_keeps_preserved_columns(warehouse):
+    warehouse.load(SMALL, make_batch(SMALL, [small_row("a", state="SETTLED")]))
+
+    warehouse.load(
+        SMALL,
+        make_batch(SMALL, [{**small_row("a", 1, "2.00"), "state": None}]),
+        mode="replace",
+        preserve_columns=["state"],
+    )
+
+    rows = warehouse.rows()
+    assert rows[("a",)]["state"] == "SETTLED"
+    assert rows[("a",)]["amount"] == Decimal("2.00")
+
+
+def test_preserving_key_column_is_rejected(sqlite_url):
+    with pytest.raises(ConfigError, match="key column token"):
+        open_warehouse_writer(sqlite_url, "t", SMALL, preserve_columns=["token"])
+    with pytest.raises(ConfigError, match="no such column"):
+        open_warehouse_writer(sqlite_url, "t", SMALL, preserve_columns=["nope"])
 
 
 def test_without_date_column_later_row_wins(warehouse):
@@ -596,6 +718,44 @@ def test_abort_leaves_table_unchanged(warehouse):
     assert warehouse.audit_rows()[-1]["status"] == "aborted"
     with pytest.raises(LoadError, match="already committed or aborted"):
         writer.write(make_batch(SMALL, [small_row("c")]))
+
+
+def test_failed_first_load_leaves_no_table(warehouse):
+    def fail() -> None:
+        raise RuntimeError("injected fault")
+
+    writer = warehouse.open(fail_before_commit=fail)
+    writer.write(make_batch(SMALL, [small_row("a")]))
+    with pytest.raises(LoadError) as caught:
+        writer.commit(WINDOW, None)
+
+    assert not sa.inspect(warehouse.engine).has_table(warehouse.table)
+    if warehouse.kind == "mysql":
+        assert "created was dropped again" in str(caught.value)
+    else:
+        assert "left as it was" in str(caught.value)
+
+
+def test_sink_masks_password_in_query(pg_url):
+    # The local server trusts every client, so it ignores the password.
+    warehouse = Warehouse(f"{pg_url}?password=PWQZZZ444")
+    try:
+        result = warehouse.load(SMALL, make_batch(SMALL, [small_row("a")]))
+    finally:
+        warehouse.drop()
+
+    assert "PWQZZZ444" not in result.sink
+    assert "password=***" in result.sink
+
+
+def test_unreachable_database_hides_query_password():
+    url = "postgresql://loader@127.0.0.1:1/test?sslpassword=QQSECRET1&pwd=QQSECRET2"
+
+    with pytest.raises(LoadError) as caught:
+        open_warehouse_writer(url, "t", SMALL)
+
+    assert "QQSECRET" not in str(caught.value)
+    assert "sslpassword=***" in str(caught.value)
 
 
 def test_unreachable_database_hides_password(tmp_path):

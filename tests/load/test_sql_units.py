@@ -73,6 +73,17 @@ def test_mask_url_hides_password():
     )
 
 
+@pytest.mark.parametrize(
+    "name", ["password", "PASSWORD", "sslpassword", "passwd", "pwd", "secret", "token"]
+)
+def test_mask_url_hides_query_credentials(name):
+    masked = mask_url(f"postgresql://u@h/db?sslmode=require&{name}=QZ42&port=5")
+
+    assert "QZ42" not in masked
+    assert f"{name}=***" in masked
+    assert "sslmode=require" in masked
+
+
 def test_unknown_mode_is_config_error():
     with pytest.raises(ConfigError, match="'merge'"):
         open_warehouse_writer("sqlite://", "t", DATASET, mode="merge")
