@@ -351,6 +351,13 @@ class ParquetBatchWriter(_CommittingWriter):
             self._sink,
             window or "none",
         )
+        if result.details["rows_replaced"] is not None:
+            log.info(
+                "Upserted by %s: %d old rows replaced, %d new keys.",
+                ", ".join(self._dataset.key),
+                result.details["rows_replaced"],
+                result.rows_inserted,
+            )
         return result
 
     def abort(self) -> None:

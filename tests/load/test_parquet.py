@@ -352,6 +352,8 @@ def test_load_without_window_upserts_into_windowed_day(destination):
         0,
     )
     assert updated.details["rows_replaced"] == 1
+    fs, _ = fsspec.core.url_to_fs(destination)
+    assert json.loads(fs.cat(updated.details["manifest"]))["rows_replaced"] == 1
     assert inserted.details["rows_replaced"] == 0
     assert inserted.rows_inserted == 1
     final = read_parquet_dataset(destination, PAYMENTS)
