@@ -100,6 +100,8 @@ class SqlBatchWriter:
         #: True when this load created the target table in a committed DDL
         #: statement (MariaDB/MySQL), so a failed load must drop it again.
         self._created_committed_table = False
+        #: True when this load changed columns in committed DDL statements.
+        self._evolved_committed_table = False
 
     def open(self) -> None:
         """Connect, fit the target table to the dataset and create the staging table.
@@ -233,7 +235,7 @@ class SqlBatchWriter:
         return result
 
     def abort(self) -> None:
-        """Roll back everything staged; the table stays as it was."""
+        """Roll back everything staged, and drop the table if this load created it."""
         if self.connection is None:
             return
         self._discard()
@@ -304,6 +306,7 @@ class SqlBatchWriter:
             ):
                 log.info("Evolving table %s: %s", self.table, statement)
                 self.connection.exec_driver_sql(statement)
+                self._evolved_committed_table = family(dialect) == "mysql"
 
         self._audit = audit_table(self.audit_table_name, dialect, self._metadata)
         self._audit.create(self.connection, checkfirst=True)
@@ -407,8 +410,11 @@ class SqlBatchWriter:
     def _drop_created_table(self) -> str:
         """Drop the table this failed load created, if DDL committed it and it is empty.
 
-        Returns the sentence that tells the user what became of the table.
+        Returns the sentence of the error message about the state of the table.
         """
+        if self._evolved_committed_table:
+            # MariaDB/MySQL commit ALTER TABLE at once, so a rollback keeps it.
+            return "The rows were left as they were, but the column changes stay."
         if not self._created_committed_table:
             return "The table was left as it was."
         self._created_committed_table = False
@@ -532,8 +538,8 @@ def replace_range(
 ) -> tuple[date, date]:
     """Return the `[start, end)` range of a date column that covers `first..last`.
 
-    Both ends of `first..last` are included. With `whole_days`, or when the
-    column holds dates, the range covers every day touched: days start at
+    Both ends of `first..last` are included. With `whole_days`, or for a column
+    of dates, the range covers every day touched: days start at
     00:00 UTC. Otherwise `first` and `last` are datetimes (naive ones are
     UTC) whose last second is included, which fits hour windows ending at
     `:59:59`.

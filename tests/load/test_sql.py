@@ -441,6 +441,21 @@ def test_replace_date_column_window(warehouse):
     assert result.details["rows_deleted"] == 2
 
 
+def test_replace_keyless_counts_every_deleted_row(warehouse):
+    keyless = make_dataset([("token", "varchar(36)"), ("ts", "timestamp")], key=())
+    stored = [{"token": "a", "ts": T0}, {"token": "a", "ts": T0 + timedelta(days=1)}]
+    warehouse.load(keyless, make_batch(keyless, stored), mode="append")
+
+    result = warehouse.load(
+        keyless, make_batch(keyless, [{"token": "a", "ts": T0}]), mode="replace"
+    )
+
+    with warehouse.engine.connect() as conn:
+        count = conn.exec_driver_sql(f"SELECT count(*) FROM {warehouse.table}")
+        assert count.scalar_one() == 2
+    assert result.details["rows_deleted"] == 1
+
+
 # --- preserved columns --------------------------------------------------------
 
 
@@ -720,20 +735,39 @@ def test_abort_leaves_table_unchanged(warehouse):
         writer.write(make_batch(SMALL, [small_row("c")]))
 
 
-def test_failed_first_load_leaves_no_table(warehouse):
+@pytest.mark.parametrize("ending", ["failed commit", "abort"])
+def test_failed_first_load_leaves_no_table(warehouse, ending):
     def fail() -> None:
         raise RuntimeError("injected fault")
 
     writer = warehouse.open(fail_before_commit=fail)
     writer.write(make_batch(SMALL, [small_row("a")]))
-    with pytest.raises(LoadError) as caught:
-        writer.commit(WINDOW, None)
+    if ending == "abort":
+        writer.abort()
+    else:
+        with pytest.raises(LoadError) as caught:
+            writer.commit(WINDOW, None)
+        expected = {"mysql": "created was dropped again"}.get(
+            warehouse.kind, "left as it was"
+        )
+        assert expected in str(caught.value)
 
     assert not sa.inspect(warehouse.engine).has_table(warehouse.table)
-    if warehouse.kind == "mysql":
-        assert "created was dropped again" in str(caught.value)
-    else:
-        assert "left as it was" in str(caught.value)
+
+
+def test_failed_load_names_kept_column_changes(warehouse):
+    warehouse.load(SMALL, make_batch(SMALL, [small_row("a")]))
+    wider = make_dataset(
+        [*((c.name, c.diva_type) for c in SMALL.columns), ("note", "text")]
+    )
+    bad_rows = [small_row("b"), {**small_row("c"), "token": None}]
+
+    with pytest.raises(LoadError) as caught:
+        warehouse.load(wider, make_batch(wider, bad_rows))
+
+    assert set(warehouse.rows()) == {("a",)}
+    expected = {"mysql": "column changes stay"}.get(warehouse.kind, "left as it was")
+    assert expected in str(caught.value)
 
 
 def test_sink_masks_password_in_query(pg_url):
