@@ -96,8 +96,15 @@ class _CapReached(Exception):
         self.part = part
 
 
-def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
+def open_writers(
+    settings: Settings, dataset: Dataset, *, missing_columns: tuple[str, ...] = ()
+) -> list[BatchWriter]:
     """Open one writer per sink named in the settings.
+
+    `missing_columns` are columns the export's header lacked: the warehouse
+    keeps their stored values on rows it updates instead of overwriting
+    them with the nulls the file implies. Parquet holds what the export
+    held, so its files carry those nulls.
 
     Raises:
         ConfigError: No sink is configured, or a warehouse has no table.
@@ -125,6 +132,7 @@ def open_writers(settings: Settings, dataset: Dataset) -> list[BatchWriter]:
                 dataset,
                 mode=settings.write,
                 audit_table=settings.audit_table,
+                preserve_columns=missing_columns,
             )
         )
 
@@ -192,7 +200,10 @@ def load_parts(
             )
             readers.append(reader)
             if writers is None:
-                writers = open_writers(settings, reader.dataset)
+                missing = tuple(
+                    item.column for item in reader.report.drift if item.kind == "missing"
+                )
+                writers = open_writers(settings, reader.dataset, missing_columns=missing)
             _copy_batches(reader, writers)
             _add_report(summary, reader.report)
             if max_count is not None and reader.report.rows_read >= max_count:

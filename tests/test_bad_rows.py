@@ -123,3 +123,42 @@ def test_cli_fail_mode_exits_1_naming_value(tmp_path):
     assert "12.345" in result.output
     assert "line 2" in result.output
     assert "transaction_amount" in result.output
+
+
+def test_missing_column_keeps_stored_values(tmp_path, warehouse_url, table_name):
+    import sqlalchemy
+
+    from connector.datasets import load_dataset
+    from connector.load.sql import normalize_url
+
+    full = tmp_path / "full.csv"
+    full.write_text(
+        "transaction_token,program,transaction_timestamp,transaction_amount,state\n"
+        "1,p,2024-03-01 10:00:00,55.55,PENDING\n"
+    )
+    partial = tmp_path / "partial.csv"
+    partial.write_text(
+        "transaction_token,program,transaction_timestamp,state\n"
+        "1,p,2024-03-01 10:00:00,COMPLETION\n"
+        "2,p,2024-03-01 11:00:00,PENDING\n"
+    )
+    settings = load_settings(None, warehouse=warehouse_url, table=table_name)
+    dataset = load_dataset("authorizations/detail")
+
+    load_file(full, dataset, settings)
+    load_file(partial, dataset, settings)
+
+    engine = sqlalchemy.create_engine(normalize_url(warehouse_url))
+    try:
+        with engine.begin() as connection:
+            rows = connection.execute(sqlalchemy.text(
+                f"SELECT transaction_token, transaction_amount, state FROM {table_name} "
+                "ORDER BY transaction_token"
+            )).fetchall()
+            connection.execute(sqlalchemy.text(f"DROP TABLE {table_name}"))
+    finally:
+        engine.dispose()
+    assert [(int(t), None if a is None else str(a), s) for t, a, s in rows] == [
+        (1, "55.55", "COMPLETION"),
+        (2, None, "PENDING"),
+    ]
