@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.datasets import Dataset, load_dataset
 from connector.errors import ConfigError, DivaError, EmptyRunError
@@ -31,6 +32,9 @@ from connector.load.state import (
 from connector.pipeline import RunSummary, run_window
 from connector.settings import Settings
 from connector.windows import Window
+
+if TYPE_CHECKING:
+    from connector.extract.client import DivaClient
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +196,7 @@ def backfill(
     *,
     window_days: int = 7,
     workers: int | None = None,
+    client: DivaClient | None = None,
 ) -> BackfillResult:
     """Load `start..end` window by window, several exports at once.
 
@@ -199,6 +204,9 @@ def backfill(
     backfill interrupted and started again with the same arguments skips
     the windows already loaded. When every window is loaded, the
     checkpoint file is removed and the high-water mark advanced.
+
+    All windows share one `client`, and so one request budget; pass your
+    own to control waiting (tests do).
 
     Raises:
         DivaError: The first window that failed, after the windows
@@ -218,7 +226,7 @@ def backfill(
             dataset.name, len(skipped), len(windows),
         )
 
-    client = DivaClient(settings)
+    client = client or DivaClient(settings)
     load_lock = threading.Lock()
 
     def run_one(window: Window) -> RunSummary:

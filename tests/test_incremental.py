@@ -182,16 +182,49 @@ def test_backfill_resumes_after_failed_window(sandbox, sandbox_settings, tmp_pat
     assert len(set(loaded.column("transaction_token").to_pylist())) == 4 * 30
 
 
+class FakeTime:
+    """A clock that advances only when something sleeps, shared by threads."""
+
+    def __init__(self):
+        import threading
+
+        self.now = 0.0
+        self.sleeps = []
+        self._lock = threading.Lock()
+
+    def clock(self):
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds):
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+
 def test_backfill_workers_share_request_budget(sandbox, sandbox_settings, tmp_path):
-    settings = sandbox_settings(parquet=str(tmp_path / "lake"), requests_per_5min=1000)
+    from connector.extract.budget import RequestBudget
+    from connector.extract.client import DivaClient
+
+    settings = sandbox_settings(parquet=str(tmp_path / "lake"))
     dataset = load_dataset(DATASET)
+    fake = FakeTime()
+    budget = RequestBudget(5, 300.0, sleep=fake.sleep, clock=fake.clock)
+    client = DivaClient(settings, sleep=fake.sleep, clock=fake.clock, budget=budget)
 
     result = backfill(dataset, date(2024, 3, 1), date(2024, 3, 8), settings,
-                      window_days=2, workers=3)
+                      window_days=2, workers=3, client=client)
 
     assert len(result.loaded) == 4
     assert result.rows_read == 8 * 30
     assert len(export_filters(sandbox)) == 4
+    requests_sent = len(sandbox.requests)
+    assert requests_sent > 5
+    # Every request of every worker went through the one budget of 5 per
+    # 300 s, so the run had to wait about 300 s per 5 requests beyond the
+    # first five.
+    waited = sum(s for s in fake.sleeps if s >= 1.0)
+    assert waited >= 300.0 * ((requests_sent - 1) // 5) * 0.9
 
 
 def test_run_all_reports_each_dataset(sandbox, sandbox_settings, tmp_path):
