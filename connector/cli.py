@@ -220,6 +220,24 @@ def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _extract_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--compress", type=click.Choice(["gz", "zip"]),
+                     help="Export format (default gz)."),
+        click.option("--max-count", type=int,
+                     help="Row cap per export (up to 5,000,000)."),
+        click.option("--poll-timeout-s", type=float,
+                     help="Seconds to wait for an export before giving up."),
+        click.option("--max-reexports", type=int,
+                     help="New exports allowed after a file expired (default 2)."),
+        click.option("--requests-per-5min", type=int,
+                     help="Request budget shared by the run (default 300)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @click.argument("dataset", required=False)
 @click.option("--all", "run_every", is_flag=True,
@@ -227,8 +245,7 @@ def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--start", metavar="YYYY-MM-DD",
               help="First day (default: the high-water mark less the lookback).")
 @click.option("--end", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
-@click.option("--compress", type=click.Choice(["gz", "zip"]), help="Export format.")
-@click.option("--max-count", type=int, help="Row cap per export (up to 5,000,000).")
+@_extract_options
 @click.option("--lookback-days", type=int,
               help="Days before the high-water mark to read again (default 3).")
 @click.option("--fail-on-empty", is_flag=True, default=None,
@@ -451,6 +468,7 @@ def demo(directory: Path, rows_per_day: int) -> None:
 @click.option("--window", "window_size", default="7d", show_default=True,
               metavar="Nd", help="Days per export window, e.g. 7d or 1d.")
 @click.option("--workers", type=int, help="Windows exported at once (default 2).")
+@_extract_options
 @_sink_options
 @_handle_errors
 def backfill(dataset: str, start: str, end: str, window_size: str,

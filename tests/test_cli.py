@@ -352,3 +352,16 @@ def test_check_wrong_program_exits_2(runner, sandbox_env, monkeypatch):
 
     assert result.exit_code == 2
     assert "403003" in result.output
+
+
+def test_extract_flags_override_environment(runner, sandbox_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIVA_MAX_REEXPORTS", "5")
+    sandbox_env.faults.expire_first_download(times=None)
+
+    result = runner.invoke(
+        main, ["run", DATASET, "--start", START, "--end", START, "--max-reexports",
+               "1", "--parquet", str(tmp_path / "lake")],
+    )
+
+    assert result.exit_code == 1
+    assert "max_reexports=1" in result.output
