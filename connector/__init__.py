@@ -31,8 +31,8 @@ from connector.errors import (
     TransientApiError,
     TruncatedExportError,
 )
-from connector.pipeline import RunSummary
 from connector.settings import Settings, load_settings
+from connector.summary import RunSummary
 from connector.windows import Window
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from connector.datasets import Dataset, load_dataset
 from connector.errors import ConfigError
-from connector.pipeline import RunSummary, iter_window_batches, load_file, run_window
+from connector.pipeline import iter_window_batches, load_file, run_window
 from connector.settings import Settings, load_settings, parse_date
+from connector.summary import RunSummary
 from connector.windows import Window
 
 if TYPE_CHECKING:

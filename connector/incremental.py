@@ -29,8 +29,9 @@ from connector.load.state import (
     read_state,
     write_state,
 )
-from connector.pipeline import RunSummary, run_window
+from connector.pipeline import run_window
 from connector.settings import Settings
+from connector.summary import RunSummary
 from connector.windows import Window
 
 if TYPE_CHECKING:

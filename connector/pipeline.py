@@ -15,15 +15,18 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import progress
 from connector.datasets import Dataset
-from connector.errors import ConfigError, TruncatedExportError
-from connector.load.base import BatchWriter, LoadResult
+from connector.errors import ConfigError, DivaError, TruncatedExportError
+from connector.load.base import BatchWriter
 from connector.settings import Settings
+from connector.sinks import abort_all, open_writers
+from connector.sizing import plan_windows, reconcile
+from connector.summary import RunSummary
 from connector.windows import Window, split_window
 
 if TYPE_CHECKING:
@@ -43,121 +46,9 @@ class ExportPart:
     token: str | None = None
 
 
-@dataclass
-class RunSummary:
-    """The outcome of one run, for the command line's summary and for scripts.
-
-    Attributes:
-        dataset: The `view/aggregation` name.
-        window: The window loaded, or None for a file loaded by hand.
-        exports: Export files read (more than one when a window was split).
-        rows_read: Data records read from the export files.
-        rows_rejected: Records set aside in quarantine mode.
-        drift: Header differences from the schema, as readable lines.
-        sinks: One result per sink written.
-        seconds: Wall-clock time of the run.
-    """
-
-    dataset: str
-    window: Window | None
-    exports: int = 0
-    rows_read: int = 0
-    rows_rejected: int = 0
-    drift: list[str] = field(default_factory=list)
-    sinks: list[LoadResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the summary as plain JSON-ready values."""
-        return {
-            "dataset": self.dataset,
-            "window": self.window.to_filter() if self.window else None,
-            "exports": self.exports,
-            "rows_read": self.rows_read,
-            "rows_rejected": self.rows_rejected,
-            "drift": self.drift,
-            "sinks": [
-                {
-                    "sink": result.sink,
-                    "rows_written": result.rows_written,
-                    "rows_inserted": result.rows_inserted,
-                    "rows_updated": result.rows_updated,
-                    "rows_superseded": result.rows_superseded,
-                    "rows_rejected": result.rows_rejected,
-                }
-                for result in self.sinks
-            ],
-            "seconds": round(self.seconds, 3),
-        }
-
-
 class _CapReached(Exception):
     def __init__(self, part: ExportPart) -> None:
         self.part = part
-
-
-def open_writers(
-    settings: Settings, dataset: Dataset, *, missing_columns: tuple[str, ...] = ()
-) -> list[BatchWriter]:
-    """Open one writer per sink named in the settings.
-
-    `missing_columns` are columns the export's header lacked: the warehouse
-    keeps their stored values on rows it updates instead of overwriting
-    them with the nulls the file implies. Parquet holds what the export
-    held, so its files carry those nulls.
-
-    Raises:
-        ConfigError: No sink is configured, or a warehouse has no table.
-    """
-    # The warehouse is committed first: it is the sink most likely to refuse
-    # a load (constraints, lost connections), and the pipeline commits the
-    # sinks in list order, so a refusal there leaves Parquet untouched too.
-    if settings.table and settings.warehouse is None:
-        raise ConfigError(
-            f"A table ({settings.table}) was given without a warehouse: add "
-            "--warehouse URL (or set DIVA_WAREHOUSE)."
-        )
-    writers: list[BatchWriter] = []
-    if settings.warehouse is not None:
-        if not settings.table:
-            raise ConfigError(
-                "A warehouse load needs a table: pass --table NAME or set DIVA_TABLE."
-            )
-        from connector.load.sql import open_warehouse_writer
-
-        writers.append(
-            open_warehouse_writer(
-                settings.warehouse.get_secret_value(),
-                settings.table,
-                dataset,
-                mode=settings.write,
-                audit_table=settings.audit_table,
-                preserve_columns=missing_columns,
-            )
-        )
-
-    if settings.parquet:
-        from connector.load.parquet import open_parquet_writer
-
-        try:
-            writers.append(open_parquet_writer(settings.parquet, dataset))
-        except ImportError as err:
-            _abort_all(writers)
-            raise ConfigError(
-                f"Cannot write Parquet to {settings.parquet}: {err}. Install the "
-                "filesystem's package, e.g. pip install 'diva-connector[s3]' for "
-                "s3:// or 'diva-connector[gcs]' for gs://."
-            ) from err
-        except BaseException:
-            _abort_all(writers)
-            raise
-
-    if not writers:
-        raise ConfigError(
-            "No destination: pass --parquet DIR and/or --warehouse URL --table NAME "
-            "(or set them in the config file)."
-        )
-    return writers
 
 
 def load_parts(
@@ -217,7 +108,7 @@ def load_parts(
         summary.sinks = [writer.commit(window, token) for writer in writers]
         progress.count("rows_loaded", summary.sinks[0].rows_written)
     except BaseException:
-        _abort_all(writers or [])
+        abort_all(writers or [])
         raise
     finally:
         for reader in readers:
@@ -241,14 +132,6 @@ def _add_report(summary: RunSummary, report: Any) -> None:
             line += f" ({item.detail})"
         if line not in summary.drift:
             summary.drift.append(line)
-
-
-def _abort_all(writers: list[BatchWriter]) -> None:
-    for writer in writers:
-        try:
-            writer.abort()
-        except Exception:
-            log.exception("Could not roll back a sink after a failed load.")
 
 
 def load_file(
@@ -308,7 +191,7 @@ def run_window(
 
     planned = [(window, None)]
     if settings.size_windows and dataset.date_column is not None:
-        planned = _plan_windows(client, dataset, window, settings.max_count)
+        planned = plan_windows(client, dataset, window, settings.max_count)
     parts = [_export(client, dataset, part, settings, run_dir) for part, _ in planned]
     while True:
         try:
@@ -324,59 +207,9 @@ def run_window(
     run_dir.close()
     if not settings.keep_files:
         _remove_files(parts)
-    _reconcile(dataset, window, summary, planned)
+    reconcile(dataset, window, summary, planned)
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _plan_windows(
-    client: DivaClient, dataset: Dataset, window: Window, max_count: int
-) -> list[tuple[Window, int | None]]:
-    """Split `window` until DiVA's row count of every part is under `max_count`.
-
-    Raises:
-        TruncatedExportError: A part that cannot be split holds too many rows.
-    """
-    total = client.count_rows(dataset, window)
-    if total is None or total < max_count:
-        return [(window, total)]
-    halves = split_window(window)
-    if not halves:
-        raise TruncatedExportError(
-            f"{dataset.name} holds {total:,} rows for {window}, more than the row "
-            f"cap of {max_count:,}, and the window cannot be split further. Raise "
-            "max_count (at most 5,000,000) or narrow the filter.",
-            dataset=dataset.name,
-            window=window,
-        )
-    log.info(
-        "%s holds %d rows for %s, over the row cap of %d; exporting it in %d parts.",
-        dataset.name, total, window, max_count, len(halves),
-    )
-    planned: list[tuple[Window, int | None]] = []
-    for half in halves:
-        planned.extend(_plan_windows(client, dataset, half, max_count))
-    return planned
-
-
-def _reconcile(
-    dataset: Dataset,
-    window: Window,
-    summary: RunSummary,
-    planned: list[tuple[Window, int | None]],
-) -> None:
-    """Warn when the rows read differ from DiVA's count made before the export."""
-    totals = [total for _, total in planned]
-    if not totals or any(total is None for total in totals):
-        return
-    expected = sum(totals)
-    if summary.rows_read != expected:
-        # DiVA refreshes its data during the day, so a count taken moments
-        # before the export can differ from it without anything being lost.
-        log.warning(
-            "%s for %s: read %d rows, but DiVA counted %d just before the export.",
-            dataset.name, window, summary.rows_read, expected,
-        )
 
 
 def _split_part(
@@ -452,7 +285,7 @@ def _column_lookup(
         if cache is None:
             try:
                 cache = {obj["field"]: obj for obj in client.fetch_schema(dataset.name)}
-            except Exception as err:  # the lookup only refines a fallback type
+            except DivaError as err:  # the lookup only refines a fallback type
                 log.warning(
                     "Could not fetch the schema of %s from DiVA (%s); new columns "
                     "are kept as strings.",

@@ -175,10 +175,10 @@ def test_sized_window_mismatch_warns(sandbox, sandbox_settings, tmp_path, caplog
     summary = run_window(load_dataset(DATASET), WINDOW, settings)
     assert "counted" not in caplog.text
 
-    from connector import pipeline
+    from connector.sizing import reconcile
 
     summary.rows_read -= 1
     with caplog.at_level(logging.WARNING, logger="connector"):
-        pipeline._reconcile(load_dataset(DATASET), WINDOW, summary, [(WINDOW, 120)])
+        reconcile(load_dataset(DATASET), WINDOW, summary, [(WINDOW, 120)])
 
     assert "counted 120" in caplog.text
