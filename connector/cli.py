@@ -6,7 +6,6 @@ or configuration (including refused credentials), 130 interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -14,12 +13,13 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from connector import cli_output as output
 from connector.errors import ConfigError, DivaError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except DivaError as err:
             log.debug("Command failed", exc_info=True)
-            message = _mask(str(err))
+            message = output.mask(str(err))
             click.echo(f"Error: {message}", err=True)
             if kwargs.get("as_json"):
                 error = {"ok": False, "error": message, "exit_code": err.exit_code}
@@ -52,9 +52,6 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-_secrets: list[str] = []
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that open loads roll back."""
 
@@ -63,95 +60,11 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def _mask(text: str) -> str:
-    from connector.redaction import mask_secrets
-
-    return mask_secrets(text, _secrets)
-
-
-@contextlib.contextmanager
-def _live_progress(enabled: bool) -> Iterator[None]:
-    """Show a live progress line on a terminal; do nothing elsewhere."""
-    from connector import progress
-
-    if not enabled or not sys.stderr.isatty():
-        yield
-        return
-
-    from rich.console import Console
-    from rich.live import Live
-    from rich.text import Text
-
-    with progress.tracking() as counters:
-
-        class _Line:
-            def __rich__(self) -> Text:
-                return Text(progress.describe(counters.snapshot()), style="dim")
-
-        with Live(_Line(), console=Console(stderr=True), refresh_per_second=4,
-                  transient=True, redirect_stderr=True):
-            yield
-
-
-_show_progress = True
-
-
-def _configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
-    from connector.redaction import SecretsFilter
-
-    global _show_progress
-    _show_progress = not quiet
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = _StderrHandler()
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(SecretsFilter(_secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("connector").setLevel(level)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Write to whatever `sys.stderr` is at the time of each record.
-
-    The live progress display replaces `sys.stderr` while it runs, so that
-    log lines are printed above the progress line instead of through it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        from datetime import UTC, datetime
-
-        return json.dumps(
-            {
-                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-            }
-        )
-
-
 def _load_settings(config: Path | None, **flags: Any) -> Any:
     from connector.settings import load_settings
 
     settings = load_settings(config, **flags)
-    _secrets[:] = settings.secrets()
+    output.secrets[:] = settings.secrets()
     return settings
 
 
@@ -175,7 +88,7 @@ def main(verbose: int, quiet: bool, log_format: str) -> None:
       diva-connector run authorizations/detail --start 2024-03-01 \\
           --end 2024-03-31 --parquet ./data
     """
-    _configure_logging(verbose, quiet, log_format)
+    output.configure_logging(verbose, quiet, log_format)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
 
@@ -291,30 +204,30 @@ def run(dataset: str | None, run_every: bool, start: str | None, end: str | None
     if dry_run:
         _print_dry_run(resolved, settings, first, last)
         return
-    with _live_progress(_show_progress and not as_json):
+    with output.live_progress(not as_json):
         summary = run_incremental(resolved, settings, start=first, end=last)
-    _print_summary(summary, as_json)
+    output.print_summary(summary, as_json)
 
 
 def _run_every(settings: Any, as_json: bool) -> None:
     from connector.incremental import run_all
 
-    with _live_progress(_show_progress and not as_json):
+    with output.live_progress(not as_json):
         outcomes = run_all(settings)
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if as_json:
         click.echo(json.dumps([
             {"dataset": o.name, "ok": o.error is None,
              "summary": o.summary.as_dict() if o.summary else None,
-             "error": _mask(str(o.error)) if o.error else None}
+             "error": output.mask(str(o.error)) if o.error else None}
             for o in outcomes
         ], indent=2))
     else:
         for outcome in outcomes:
             if outcome.summary is not None:
-                _print_summary(outcome.summary, False)
+                output.print_summary(outcome.summary, False)
             else:
-                click.echo(f"{outcome.name}: FAILED: {_mask(str(outcome.error))}")
+                click.echo(f"{outcome.name}: FAILED: {output.mask(str(outcome.error))}")
         click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} datasets loaded.")
     if failed:
         sys.exit(1)
@@ -339,11 +252,11 @@ def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
     params["max_count"] = settings.max_count
     url = f"{settings.base_url}/{dataset.path}/csv?{urlencode(params, safe='.,:')}"
     click.echo(f"Would export {dataset.name} for {window}:")
-    click.echo(f"  GET {_mask(mask_url(url))}")
+    click.echo(f"  GET {output.mask(mask_url(url))}")
     if settings.parquet:
         click.echo(f"  then write Parquet under {settings.parquet}")
     if settings.warehouse is not None:
-        target = _mask(mask_url(settings.warehouse.get_secret_value()))
+        target = output.mask(mask_url(settings.warehouse.get_secret_value()))
         click.echo(f"  then {settings.write} into table {settings.table} at {target}")
 
 
@@ -365,43 +278,9 @@ def load(file: Path, dataset: str, config: Path | None, as_json: bool,
     from connector.pipeline import load_file
 
     settings = _load_settings(config, **flags)
-    with _live_progress(_show_progress and not as_json):
+    with output.live_progress(not as_json):
         summary = load_file(file, load_dataset(dataset), settings)
-    _print_summary(summary, as_json)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
-
-
-def _print_summary(summary: Any, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(summary.as_dict(), indent=2))
-        return
-    where = f" for {summary.window}" if summary.window else ""
-    click.echo(
-        f"{summary.dataset}{where}: {_plural(summary.rows_read, 'row')} read from "
-        f"{_plural(summary.exports, 'export file')}."
-    )
-    if summary.rows_rejected:
-        places = [
-            place
-            for result in summary.sinks
-            for place in (result.details.get("rejects_file"),
-                          result.details.get("rejects_table"))
-            if place
-        ]
-        where = f" (set aside in {', '.join(places)})" if places else ""
-        click.echo(f"  {_plural(summary.rows_rejected, 'row')} rejected{where}.")
-    for line in summary.drift:
-        click.echo(f"  schema drift: {line}")
-    for result in summary.sinks:
-        counts = ""
-        if result.rows_inserted is not None:
-            counts = f" ({result.rows_inserted:,} inserted, {result.rows_updated or 0:,} updated)"
-        written = _plural(result.rows_written, "row")
-        click.echo(f"  {_mask(result.sink)}: {written} written{counts}")
-    click.echo(f"Done in {summary.seconds:.1f} s.")
+    output.print_summary(summary, as_json)
 
 
 @main.command()
@@ -494,7 +373,7 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
     if last < first:
         raise ConfigError(f"--end {last} is before --start {first}; swap them.")
     days = _parse_days(window_size)
-    with _live_progress(_show_progress and not as_json):
+    with output.live_progress(not as_json):
         result = run_backfill(load_dataset(dataset), first, last, settings,
                               window_days=days)
     if as_json:
@@ -506,8 +385,8 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
         }, indent=2))
         return
     click.echo(
-        f"{result.dataset}: {_plural(len(result.loaded), 'window')} loaded, "
-        f"{len(result.skipped):,} already done, {_plural(result.rows_read, 'row')} "
+        f"{result.dataset}: {output.plural(len(result.loaded), 'window')} loaded, "
+        f"{len(result.skipped):,} already done, {output.plural(result.rows_read, 'row')} "
         "read."
     )
 
