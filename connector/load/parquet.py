@@ -54,8 +54,12 @@ Replacement rules:
 - A dataset without a key cannot be upserted. Its loads without a window
   replace the partitions of the days in their rows, or all files when the
   dataset has no date column. The null-date rows of windowed loads stay.
-- A load with a key never merges duplicate keys within its own rows: the
-  Parquet sink keeps each row it is given, so `rows_superseded` stays 0.
+- A load with a key keeps one row per key of its own rows, as the
+  warehouse sink does. The row with the latest date wins, and a row with a
+  null date never beats one with a date. Ties go to the later row in input
+  order. The other rows count as `rows_superseded`, and the partitions of
+  their days are still replaced even when no row of theirs is left.
+  A dataset without a key keeps every row.
 - A zero-row load writes no data file, except for an unpartitioned dataset:
   it gets a 0-row file so that readers still see the columns and types.
 
@@ -80,10 +84,11 @@ leaves that state behind, with no manifest for the load. On object stores
 (`s3://`, `gs://`) a rename is a copy followed by a delete, so the swap
 takes time in proportion to the data written.
 
-The code lives in four modules beside this one: `parquet_layout` (folders,
+The code lives in five modules beside this one: `parquet_layout` (folders,
 partition key, file names, replacement rules), `parquet_staging` (buffers,
-writer threads, staging files), `parquet_upsert` (key matching and kept
-rows of loads without a window) and `parquet_commit` (plan, manifest, swap).
+writer threads, staging files), `parquet_duplicates` (one row per key of a
+load), `parquet_upsert` (key matching and kept rows of loads without a
+window) and `parquet_commit` (plan, manifest, swap).
 This module holds the public API and `ParquetBatchWriter`'s public methods.
 """
 
@@ -255,6 +260,8 @@ class ParquetBatchWriter(_CommittingWriter):
         self._rejects_rows = 0
         self._buffered_bytes = 0.0
         self._rows = 0
+        self._rows_superseded = 0
+        self._files_rewritten = 0
         self._state = "open"
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -330,6 +337,7 @@ class ParquetBatchWriter(_CommittingWriter):
         self._state = "committing"
         try:
             self._finish_files()
+            self._drop_superseded()
             plan = self._plan(window)
             moves = self._stage_extras(window, export_token, plan)
             trash = self._swap(plan, moves)

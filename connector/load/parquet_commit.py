@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from connector.load.base import LoadResult
+from connector.load.parquet_duplicates import _DeduplicatingWriter
 from connector.load.parquet_layout import (
     _EPOCH,
     _MANIFESTS,
@@ -26,7 +27,7 @@ from connector.load.parquet_layout import (
     _window_id,
 )
 from connector.load.parquet_staging import _StagedFile
-from connector.load.parquet_upsert import _Upsert, _UpsertingWriter
+from connector.load.parquet_upsert import _Upsert
 
 if TYPE_CHECKING:
     from connector.windows import Window
@@ -43,7 +44,7 @@ class _Swap:
     old: list[str]
 
 
-class _CommittingWriter(_UpsertingWriter):
+class _CommittingWriter(_DeduplicatingWriter):
     """The commit steps of `ParquetBatchWriter`: plan, manifest, swap, clean up.
 
     `ParquetBatchWriter.__init__` sets the state these methods share.
@@ -69,7 +70,9 @@ class _CommittingWriter(_UpsertingWriter):
         for staged in self._staged:
             new.setdefault(staged.partition, []).append(staged)
 
-        folders = set(new)
+        # A partition whose rows were all superseded has no staged file left,
+        # but it is still a day of the load's rows.
+        folders = set(new) | set(self._partitions)
         if self._key is None:
             folders.add("")
         elif window is not None:
@@ -162,6 +165,7 @@ class _CommittingWriter(_UpsertingWriter):
             "partition_key": self._key,
             "partitions": [swap.folder for swap in plan if swap.folder],
             "rows": self._rows,
+            "rows_superseded": self._rows_superseded,
             "rows_replaced": self._upsert.rows_replaced if self._upsert else None,
             "bytes": sum(item["bytes"] for item in files),
             "compression": self._compression,
@@ -267,6 +271,7 @@ class _CommittingWriter(_UpsertingWriter):
             rows_written=self._rows,
             rows_inserted=inserted,
             rows_updated=None if inserted is None else self._rows - inserted,
+            rows_superseded=self._rows_superseded,
             rows_rejected=self._rejects_rows,
             details={
                 "root": self._location,
@@ -276,6 +281,7 @@ class _CommittingWriter(_UpsertingWriter):
                 "rejects_file": f"{self._location}/{rejects[0]}" if rejects else None,
                 "partitions": [swap.folder for swap in plan if swap.folder],
                 "files_replaced": sum(len(swap.old) for swap in plan),
+                "staged_files_rewritten": self._files_rewritten,
                 "rows_replaced": self._upsert.rows_replaced if self._upsert else None,
             },
         )

@@ -13,6 +13,7 @@ import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -28,6 +29,7 @@ from connector.load.parquet import (
     partition_key,
     read_parquet_dataset,
 )
+from connector.load.parquet_duplicates import _DeduplicatingWriter
 from connector.windows import Window
 
 CASES_SCHEMA = Path(__file__).parents[1] / "cases" / "schema.json"
@@ -819,3 +821,272 @@ def test_invalid_options_raise_config_error(tmp_path, options, message):
 def test_unknown_url_scheme_raises_config_error():
     with pytest.raises(ConfigError, match="nosuchscheme://bucket"):
         open_parquet_writer("nosuchscheme://bucket/lake", PAYMENTS)
+
+
+# Duplicate keys within one load: the latest row of each key wins.
+
+CASE_20 = Path(__file__).parents[1] / "cases" / "20-dup-pk-in-batch.csv"
+CASE_20_TOKEN = "2f1fa8e8-deb6-4604-b35b-0b3514d0200e"
+CASE_20_WINDOW = Window(date(2024, 3, 5), date(2024, 3, 5))
+
+
+def _read_case_20(dataset: Dataset) -> pa.Table:
+    """Read the CSV fault case typed with `dataset`'s schema, absent columns null."""
+    schema = dataset.arrow_schema()
+    types = {field.name: field.type for field in schema}
+    csv = pacsv.read_csv(
+        CASE_20, convert_options=pacsv.ConvertOptions(column_types=types)
+    )
+    columns = [
+        csv.column(field.name).cast(field.type)
+        if field.name in csv.column_names
+        else pa.nulls(csv.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _write_in_batches(writer, table: pa.Table, batch_rows: int | None) -> None:
+    size = batch_rows or table.num_rows
+    for start in range(0, table.num_rows, size):
+        for batch in table.slice(start, size).to_batches():
+            writer.write(batch)
+
+
+def _staged_rewrites(monkeypatch) -> list[str]:
+    """Record the staged files that the duplicate step rewrites."""
+    names: list[str] = []
+    original = _DeduplicatingWriter._rewrite_without
+
+    def spy(self, staged, rows_dropped):
+        names.append(staged.name)
+        return original(self, staged, rows_dropped)
+
+    monkeypatch.setattr(_DeduplicatingWriter, "_rewrite_without", spy)
+    return names
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, None])
+@pytest.mark.parametrize("window", [CASE_20_WINDOW, None])
+def test_case_20_keeps_last_record_per_key(destination, batch_rows, window):
+    dataset = Dataset.from_file(CASES_SCHEMA)
+    rows = _read_case_20(dataset)
+    assert rows.num_rows == 5
+    writer = open_parquet_writer(destination, dataset)
+    _write_in_batches(writer, rows, batch_rows)
+
+    result = writer.commit(window, "token-abcdef")
+
+    assert result.rows_written == 3
+    assert result.rows_superseded == 2
+    table = read_parquet_dataset(destination, dataset)
+    assert table.num_rows == 3
+    assert len(set(table.column("token").to_pylist())) == 3
+    row = next(r for r in table.to_pylist() if r["token"] == CASE_20_TOKEN)
+    assert row["state"] == "COMPLETION"
+    assert row["amount"] == Decimal("24.50")
+    assert row["transaction_timestamp"] == _ts("2024-03-05T10:09:00")
+    fs, _ = fsspec.core.url_to_fs(destination)
+    manifest = json.loads(fs.cat(result.details["manifest"]))
+    assert manifest["rows"] == 3
+    assert manifest["rows_superseded"] == 2
+    assert sum(f["rows"] for f in manifest["files"]) == 3
+
+
+def test_case_20_rerun_of_window_keeps_three_rows(destination):
+    dataset = Dataset.from_file(CASES_SCHEMA)
+    rows = _read_case_20(dataset)
+    root = dataset_root(destination, dataset)
+
+    results = []
+    for _ in range(2):
+        writer = open_parquet_writer(destination, dataset)
+        _write_in_batches(writer, rows, 2)
+        results.append(writer.commit(CASE_20_WINDOW, "token-abcdef"))
+
+    assert [r.rows_superseded for r in results] == [2, 2]
+    assert [r.rows_written for r in results] == [3, 3]
+    assert _data_files(root) == sorted(
+        f[len(root) + 1 :] for f in results[1].details["files"]
+    )
+    table = read_parquet_dataset(destination, dataset)
+    assert table.num_rows == 3
+    row = next(r for r in table.to_pylist() if r["token"] == CASE_20_TOKEN)
+    assert row["amount"] == Decimal("24.50")
+
+
+@pytest.mark.parametrize("window", [Window(date(2024, 3, 1), date(2024, 3, 2)), None])
+def test_duplicate_key_on_later_day_wins(destination, window):
+    old = _day_rows("2024-03-01", 2, "old")
+    _load(destination, old, Window(date(2024, 3, 1), date(2024, 3, 1)))
+    root = dataset_root(destination, PAYMENTS)
+    # The later day comes first in input order, so the date decides alone.
+    rows = [
+        _row("moved", "2024-03-02T09:00:00", merchant_name="later day"),
+        _row("stays", "2024-03-02T10:00:00"),
+        _row("moved", "2024-03-01T23:00:00", merchant_name="earlier day"),
+    ]
+    if window is not None:
+        rows += old
+
+    result = _load(destination, rows, window)
+
+    assert result.rows_superseded == 1
+    assert result.rows_written == len(rows) - 1
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert _tokens(table) == sorted(["moved", "stays"] + [r["token"] for r in old])
+    moved = [r for r in table.to_pylist() if r["token"] == "moved"]
+    assert [r["merchant_name"] for r in moved] == ["later day"]
+    day_one = [n for n in _data_files(root) if n.startswith("date=2024-03-01/")]
+    assert day_one
+    day_one_rows = _hive_table(f"{root}/date=2024-03-01")
+    assert "moved" not in day_one_rows.column("token").to_pylist()
+
+
+def test_superseded_day_with_no_rows_left_is_replaced(destination):
+    window = Window(date(2024, 3, 1), date(2024, 3, 2))
+    _load(destination, _day_rows("2024-03-01", 2, "old"), window)
+    root = dataset_root(destination, PAYMENTS)
+    rows = [
+        _row("moved", "2024-03-01T23:00:00", merchant_name="earlier day"),
+        _row("moved", "2024-03-02T09:00:00", merchant_name="later day"),
+    ]
+
+    result = _load(destination, rows, window)
+
+    assert result.rows_superseded == 1
+    assert result.rows_written == 1
+    assert "date=2024-03-01" in result.details["partitions"]
+    assert [n for n in _data_files(root) if "2024-03-01" in n] == []
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert table.to_pylist() == [
+        _row("moved", "2024-03-02T09:00:00", merchant_name="later day")
+    ]
+
+
+def test_equal_dates_keep_later_row_across_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet_staging, "_MAX_OPEN_FILES", 2)
+    same_time = "2024-03-01T10:00:00"
+    # Three days on two writer threads: days 1 and 3 share a thread with one
+    # open file, so each of their rows lands in a new staging file.
+    rows = []
+    for label in ("first", "second", "third"):
+        rows.append(_row("tied", same_time, merchant_name=label))
+        rows.append(_row(f"b-{label}", "2024-03-02T10:00:00"))
+        rows.append(_row(f"c-{label}", "2024-03-03T10:00:00"))
+    writer = open_parquet_writer(str(tmp_path), PAYMENTS, row_group_rows=1)
+    for row in rows:
+        writer.write(_batch([row]))
+
+    result = writer.commit(None, None)
+
+    assert result.rows_superseded == 2
+    root = dataset_root(str(tmp_path), PAYMENTS)
+    assert len([n for n in result.details["files"] if "2024-03-03" in n]) == 3
+    table = read_parquet_dataset(str(tmp_path), PAYMENTS)
+    tied = [r for r in table.to_pylist() if r["token"] == "tied"]
+    assert [r["merchant_name"] for r in tied] == ["third"]
+    assert table.num_rows == 7
+    assert result.details["staged_files_rewritten"] == 2
+    assert len(_data_files(root)) == 5
+
+
+def test_null_date_never_supersedes_dated_row(destination):
+    rows = [
+        _row("t", "2024-03-01T10:00:00", merchant_name="dated"),
+        _row("t", None, merchant_name="no date"),
+    ]
+
+    result = _load(destination, rows)
+
+    assert result.rows_superseded == 1
+    table = read_parquet_dataset(destination, PAYMENTS)
+    assert table.column("merchant_name").to_pylist() == ["dated"]
+
+
+def test_composite_key_duplicates_need_every_column(destination):
+    rows = [
+        _line("a", 1, "1"),
+        _line("a", 2, "2"),
+        _line("a1", 1, "3"),
+        _line("a", 1, "4"),
+    ]
+
+    result = _load(destination, rows, Window(date(2024, 3, 1), date(2024, 3, 1)), LINES)
+
+    assert result.rows_superseded == 1
+    assert result.rows_written == 3
+    table = read_parquet_dataset(destination, LINES)
+    lines = {(r["token"], r["line"]): r["amount"] for r in table.to_pylist()}
+    assert lines == {
+        ("a", 1): Decimal("4.00"),
+        ("a", 2): Decimal("2.00"),
+        ("a1", 1): Decimal("3.00"),
+    }
+
+
+def test_load_without_duplicates_keeps_staged_files(destination, monkeypatch):
+    rewrites = _staged_rewrites(monkeypatch)
+    rows = _day_rows("2024-03-01", 3, "a") + _day_rows("2024-03-02", 3, "a")
+
+    result = _load(destination, rows, Window(date(2024, 3, 1), date(2024, 3, 2)))
+
+    assert rewrites == []
+    assert result.details["staged_files_rewritten"] == 0
+    assert result.rows_superseded == 0
+    assert result.rows_written == 6
+    assert not any("deduplicated" in name for name in result.details["files"])
+
+
+def test_duplicates_rewrite_only_affected_files(destination, monkeypatch):
+    rewrites = _staged_rewrites(monkeypatch)
+    rows = _day_rows("2024-03-01", 3, "a") + _day_rows("2024-03-02", 3, "a")
+    rows.append(_row("a-2024-03-02-1", "2024-03-02T11:00:00", merchant_name="new"))
+
+    result = _load(destination, rows, Window(date(2024, 3, 1), date(2024, 3, 2)))
+
+    assert rewrites == ["0000.parquet"]
+    assert result.details["staged_files_rewritten"] == 1
+    day_two = [n for n in result.details["files"] if "2024-03-02" in n]
+    assert len(day_two) == 1
+    assert "deduplicated" in day_two[0]
+    table = read_parquet_dataset(destination, PAYMENTS)
+    names = {r["token"]: r["merchant_name"] for r in table.to_pylist()}
+    assert names["a-2024-03-02-1"] == "new"
+    assert table.num_rows == 6
+
+
+def test_keyless_dataset_keeps_duplicate_rows(destination):
+    dataset = Dataset("events", "detail", (), "created_time", PAYMENTS.columns)
+    rows = [_row("same", "2024-03-01T10:00:00"), _row("same", "2024-03-01T10:00:00")]
+
+    result = _load(destination, rows, dataset=dataset)
+
+    assert result.rows_superseded == 0
+    assert result.rows_written == 2
+    assert read_parquet_dataset(destination, dataset).num_rows == 2
+
+
+def test_unpartitioned_upsert_counts_deduplicated_keys(destination):
+    dataset = Dataset("cards", "", ("token",), None, PAYMENTS.columns)
+    _load(destination, _day_rows("2024-03-01", 2, "old"), dataset=dataset)
+    rows = [
+        _row("old-2024-03-01-1", None, merchant_name="first copy"),
+        _row("new", None),
+        _row("old-2024-03-01-1", None, merchant_name="second copy"),
+    ]
+
+    result = _load(destination, rows, dataset=dataset)
+
+    assert result.rows_superseded == 1
+    assert result.rows_written == 2
+    assert result.rows_inserted == 1
+    assert result.rows_updated == 1
+    table = read_parquet_dataset(destination, dataset)
+    names = {r["token"]: r["merchant_name"] for r in table.to_pylist()}
+    assert names == {
+        "old-2024-03-01-0": "old",
+        "old-2024-03-01-1": "second copy",
+        "new": None,
+    }
+    assert table.num_rows == 3
