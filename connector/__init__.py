@@ -13,7 +13,14 @@ The public surface::
 
 import logging
 
-from connector.api import iter_batches, load, read_dataset, run
+from connector.api import (
+    export_files,
+    iter_batches,
+    load_file,
+    read_dataset,
+    run,
+    transform_file,
+)
 from connector.datasets import Dataset, list_datasets, load_dataset
 from connector.errors import (
     ApiError,
@@ -56,11 +63,13 @@ __all__ = [
     "TransientApiError",
     "TruncatedExportError",
     "Window",
+    "export_files",
     "iter_batches",
     "list_datasets",
-    "load",
     "load_dataset",
+    "load_file",
     "load_settings",
     "read_dataset",
     "run",
+    "transform_file",
 ]

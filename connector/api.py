@@ -1,5 +1,9 @@
 """The Python API: the pipeline's stages as calls for scripts and notebooks.
 
+The stage calls are named `export_files`, `transform_file` and `load_file`
+rather than after the stages, because `connector.extract`,
+`connector.transform` and `connector.load` are the stages' packages.
+
 Every call takes the same settings as the command line: a `config` TOML
 file, the `DIVA_*` environment, and keyword overrides named like the
 settings (`program=`, `parquet=`, `warehouse=`, `table=`, ...).
@@ -12,9 +16,10 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector import pipeline
 from connector.datasets import Dataset, load_dataset
 from connector.errors import ConfigError
-from connector.pipeline import iter_window_batches, load_file, run_window
+from connector.pipeline import export_complete_window, iter_window_batches, run_window
 from connector.settings import Settings, load_settings, parse_date
 from connector.summary import RunSummary
 from connector.windows import Window
@@ -130,7 +135,7 @@ def run(
     )
 
 
-def load(
+def load_file(
     path: str | Path,
     dataset: str,
     *,
@@ -142,4 +147,49 @@ def load(
     Raises:
         ConfigError, DataError, LoadError: As for `run`.
     """
-    return load_file(path, _dataset(dataset), _settings(config, settings))
+    return pipeline.load_file(path, _dataset(dataset), _settings(config, settings))
+
+
+def export_files(
+    dataset: str,
+    start: date | str,
+    end: date | str,
+    *,
+    config: str | Path | None = None,
+    **settings: Any,
+) -> list[Path]:
+    """Export a window of `dataset` from DiVA and return the files on disk.
+
+    The files are checked whole and each holds fewer rows than the row cap
+    (a window that reaches it is split and exported in parts). They stay in
+    the run directory (`work_dir`) until you remove them. Pass each to
+    `transform_file` or `load_file`.
+
+    Raises:
+        ConfigError: A setting is missing or invalid.
+        ExportError, ApiError: The export cycle failed.
+    """
+    parts = export_complete_window(
+        _dataset(dataset), _window(start, end), _settings(config, settings)
+    )
+    return [part.path for part in parts]
+
+
+def transform_file(
+    path: str | Path,
+    dataset: str,
+    *,
+    config: str | Path | None = None,
+    **settings: Any,
+) -> Iterator[pa.RecordBatch]:
+    """Yield the typed record batches of an export file on disk.
+
+    Raises:
+        DataError: The file or one of its values does not match the schema
+            (with `on_bad_rows="quarantine"` bad rows are dropped instead).
+    """
+    from connector.transform import TransformOptions, read_export
+
+    options = TransformOptions.from_settings(_settings(config, settings))
+    with read_export(Path(path), _dataset(dataset), options) as reader:
+        yield from reader

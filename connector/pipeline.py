@@ -317,6 +317,53 @@ def _remove_files(parts: list[ExportPart]) -> None:
             log.warning("Could not remove export file %s: %s", part.path, err)
 
 
+def export_complete_window(
+    dataset: Dataset,
+    window: Window,
+    settings: Settings,
+    *,
+    client: DivaClient | None = None,
+) -> list[ExportPart]:
+    """Export one window as files that each hold fewer rows than the cap.
+
+    Every file is counted as it arrives; one holding the row cap is
+    probably cut off, so its window is split and exported again. The
+    files stay on disk for the caller, in the run directory.
+
+    Raises:
+        TruncatedExportError: A part that cannot be split reaches the cap.
+        ExportError, ApiError: The export cycle failed.
+    """
+    from connector.extract.rundir import RunDirectory
+    from connector.transform import TransformOptions, count_records
+
+    settings.require_credentials()
+    client = client or _make_client(settings)
+    options = TransformOptions.from_settings(settings)
+    run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
+
+    parts: list[ExportPart] = []
+    pending = [window]
+    while pending:
+        part = _export(client, dataset, pending.pop(0), settings, run_dir)
+        if count_records(part.path, options) < settings.max_count:
+            parts.append(part)
+            continue
+        halves = split_window(part.window) if dataset.date_column else None
+        if not halves:
+            raise TruncatedExportError(
+                f"The export of {dataset.name} for {part.window} reaches the row "
+                f"cap of {settings.max_count:,} rows and cannot be split further. "
+                "Raise max_count (at most 5,000,000) or narrow the filter.",
+                dataset=dataset.name,
+                window=part.window,
+            )
+        _remove_files([part])
+        pending[:0] = halves
+    run_dir.close()
+    return parts
+
+
 def iter_window_batches(
     dataset: Dataset,
     window: Window,
@@ -334,35 +381,17 @@ def iter_window_batches(
         TruncatedExportError, ExportError, ApiError, DataError: As for
             `run_window`.
     """
-    from connector.extract.rundir import RunDirectory
-    from connector.transform import TransformOptions, count_records, read_export
+    from connector.transform import TransformOptions, read_export
 
-    settings.require_credentials()
     client = client or _make_client(settings)
+    parts = export_complete_window(dataset, window, settings, client=client)
     options = TransformOptions.from_settings(settings)
-    run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
     lookup = _column_lookup(client, dataset)
-
-    pending = [window]
-    while pending:
-        part = _export(client, dataset, pending.pop(0), settings, run_dir)
-        if count_records(part.path, options) >= settings.max_count:
-            halves = split_window(part.window) if dataset.date_column else None
-            if not halves:
-                raise TruncatedExportError(
-                    f"The export of {dataset.name} for {part.window} reaches the row "
-                    f"cap of {settings.max_count:,} rows and cannot be split further. "
-                    "Raise max_count (at most 5,000,000) or narrow the filter.",
-                    dataset=dataset.name,
-                    window=part.window,
-                )
-            pending[:0] = halves
-            continue
+    for part in parts:
         with read_export(part.path, dataset, options, column_lookup=lookup) as reader:
             yield from reader
         if not settings.keep_files:
             _remove_files([part])
-    run_dir.close()
 
 
 def clear_work_dir(settings: Settings) -> None:

@@ -182,3 +182,46 @@ def test_sized_window_mismatch_warns(sandbox, sandbox_settings, tmp_path, caplog
         reconcile(load_dataset(DATASET), WINDOW, summary, [(WINDOW, 120)])
 
     assert "counted 120" in caplog.text
+
+
+def test_stages_as_separate_calls(sandbox, sandbox_settings, tmp_path):
+    settings = dict(
+        base_url=sandbox.base_url, app_token=sandbox.app_token,
+        access_token=sandbox.access_token, program=sandbox.program,
+        poll_interval_s=0.01, work_dir=tmp_path / "work", max_count=50,
+    )
+    sandbox.faults.row_cap = 50
+
+    files = connector.export_files(DATASET, "2024-03-01", "2024-03-04", **settings)
+    assert len(files) >= 4
+    assert all(path.is_file() for path in files)
+
+    rows = sum(
+        batch.num_rows
+        for path in files
+        for batch in connector.transform_file(path, DATASET)
+    )
+    assert rows == 120
+
+    summaries = [
+        connector.load_file(path, DATASET, parquet=str(tmp_path / "lake"),
+                       warehouse=f"sqlite:///{tmp_path / 'w.db'}", table="auths")
+        for path in files
+    ]
+    assert sum(summary.rows_read for summary in summaries) == 120
+    from connector.load.parquet import read_parquet_dataset
+
+    loaded = read_parquet_dataset(str(tmp_path / "lake"), load_dataset(DATASET))
+    assert sorted(loaded.column("transaction_token").to_pylist()) == sorted(
+        sandbox_truth(sandbox)
+    )
+
+
+def test_api_names_survive_stage_imports():
+    import connector.extract.client  # noqa: F401
+    import connector.load.parquet  # noqa: F401
+    import connector.transform  # noqa: F401
+
+    assert callable(connector.export_files)
+    assert callable(connector.transform_file)
+    assert callable(connector.load_file)

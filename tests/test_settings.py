@@ -151,7 +151,7 @@ def test_password_in_url_query_is_a_secret():
     [
         (lambda c: c.read_dataset("authorizations/detail", 20240301, "2024-03-02"),
          "20240301"),
-        (lambda c: c.load("x.csv", None), "None"),
+        (lambda c: c.load_file("x.csv", None), "None"),
         (lambda c: c.run("authorizations/detail", "2024-02-30", "2024-03-01"),
          "no such day"),
     ],
