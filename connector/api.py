@@ -128,7 +128,7 @@ def run(
     Raises:
         ConfigError: A setting is missing or invalid, or no sink is named.
         ExportError, ApiError, DataError, LoadError: A stage failed; no
-            sink holds a partial load.
+            sink keeps a partial load.
     """
     return run_window(
         _dataset(dataset), _window(start, end), _settings(config, settings)
@@ -160,7 +160,7 @@ def export_files(
 ) -> list[Path]:
     """Export a window of `dataset` from DiVA and return the files on disk.
 
-    The files are checked whole and each holds fewer rows than the row cap
+    The files are checked whole and each has fewer rows than the row cap
     (a window that reaches it is split and exported in parts). They stay in
     the run directory (`work_dir`) until you remove them. Pass each to
     `transform_file` or `load_file`.

@@ -1,4 +1,4 @@
-"""What the command line shows: log lines, the live progress line, summaries.
+"""Command-line output: log lines, the live progress line and run summaries.
 
 The library only logs through module loggers; this module decides where
 those lines go, masks every secret in them, and prints run summaries.
@@ -65,7 +65,11 @@ def configure_logging(verbose: int, quiet: bool, log_format: str) -> None:
 
     global show_progress
     show_progress = not quiet
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    level = logging.INFO
+    if quiet:
+        level = logging.WARNING
+    elif verbose:
+        level = logging.DEBUG
     handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(_JsonFormatter())

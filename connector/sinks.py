@@ -19,8 +19,8 @@ def open_writers(
 
     `missing_columns` are columns the export's header lacked: the warehouse
     keeps their stored values on rows it updates instead of overwriting
-    them with the nulls the file implies. Parquet holds what the export
-    held, so its files carry those nulls.
+    them with the nulls the file implies. Parquet stores what the export
+    contained, so its files carry those nulls.
 
     Raises:
         ConfigError: No sink is configured, or a warehouse has no table.

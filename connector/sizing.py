@@ -28,7 +28,7 @@ def plan_windows(
     """Split `window` until DiVA's row count of every part is under `max_count`.
 
     Raises:
-        TruncatedExportError: A part that cannot be split holds too many rows.
+        TruncatedExportError: A part that cannot be split has too many rows.
     """
     total = client.count_rows(dataset, window)
     if total is None or total < max_count:
@@ -36,14 +36,14 @@ def plan_windows(
     halves = split_window(window)
     if not halves:
         raise TruncatedExportError(
-            f"{dataset.name} holds {total:,} rows for {window}, more than the row "
+            f"{dataset.name} has {total:,} rows for {window}, more than the row "
             f"cap of {max_count:,}, and the window cannot be split further. Raise "
             "max_count (at most 5,000,000) or narrow the filter.",
             dataset=dataset.name,
             window=window,
         )
     log.info(
-        "%s holds %d rows for %s, over the row cap of %d; exporting it in %d parts.",
+        "%s has %d rows for %s, over the row cap of %d; exporting it in %d parts.",
         dataset.name,
         total,
         window,
