@@ -2,7 +2,7 @@
 
 Timing targets are not asserted: they depend on the machine and its load.
 With CI=true the PostgreSQL and MariaDB runs must be in the table; elsewhere
-they are skipped when their server does not answer.
+they are skipped when their server is unreachable.
 """
 
 from __future__ import annotations
