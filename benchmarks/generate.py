@@ -4,7 +4,7 @@ Rows are built column by column with numpy and pyarrow, in chunks of
 `CHUNK_ROWS`, written with `pyarrow.csv.write_csv` (strings quoted, nulls as
 empty cells, timestamps as `YYYY-MM-DD HH:MM:SS`) and compressed twice in
 the same pass: gzip with isal and zip with zlib. A third file, the `half`
-export, holds every other row (the even row numbers) and is what the
+export, contains every other row (the even row numbers) and is what the
 warehouse runs pre-load, so that an upsert finds half of its keys already
 in the table.
 

@@ -2,7 +2,7 @@
 
 Both read the export with `pandas.read_csv` in chunks of `CHUNK_ROWS` with
 inferred types (the file's compression is inferred from its name too). The
-Parquet baseline writes one file per chunk with `DataFrame.to_parquet`; the
+Parquet baseline writes one file per chunk with `DataFrame.to_parquet`. The
 warehouse baseline appends each chunk to a new table with
 `DataFrame.to_sql` and its default insert method. `to_sql` cannot upsert, so
 that baseline does less work than the product and the floor.

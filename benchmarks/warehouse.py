@@ -1,9 +1,9 @@
 """Connections, tables and reachability checks for the warehouse runs.
 
-The floors and the naive baseline build their own tables from the dataset
-schema here, independent of the product's DDL, with the same SQL types the
-DiVA types name (`numeric(14,2)`, `varchar(128)`, `timestamp`, ...) and a
-primary key on the dataset key.
+The floors build their own tables from the dataset schema here, independent
+of the product's DDL. The tables use the SQL types that the DiVA types name
+(`numeric(14,2)`, `varchar(128)`, `timestamp`, ...) and a primary key on
+the dataset key.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def driver_errors() -> tuple[type[BaseException], ...]:
 
 
 def reachable(system: str) -> str | None:
-    """Return None when `system` (postgres, mariadb) answers, else the error."""
+    """Return None when `system` (postgres, mariadb) accepts a connection, else the error."""
     connect = connect_postgres if system == "postgres" else connect_mariadb
     try:
         connect().close()
