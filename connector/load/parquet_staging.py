@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 #: Arrow memory buffered across all partitions, in bytes, before the largest
 #: buffer is written out as a smaller row group. It is an estimate: a slice
 #: counts its share of its batch's buffers, and keeps the whole batch alive.
-_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 #: Staging files kept open at once, split evenly between the writer threads.
 #: Past it, a thread finishes its least recently used file, and that
