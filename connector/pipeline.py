@@ -86,15 +86,22 @@ def load_parts(
     try:
         for part in parts:
             reader = read_export(
-                part.path, dataset, options, column_lookup=column_lookup,
+                part.path,
+                dataset,
+                options,
+                column_lookup=column_lookup,
                 work_dir=settings.work_dir,
             )
             readers.append(reader)
             if writers is None:
                 missing = tuple(
-                    item.column for item in reader.report.drift if item.kind == "missing"
+                    item.column
+                    for item in reader.report.drift
+                    if item.kind == "missing"
                 )
-                writers = open_writers(settings, reader.dataset, missing_columns=missing)
+                writers = open_writers(
+                    settings, reader.dataset, missing_columns=missing
+                )
             _copy_batches(reader, writers)
             _add_report(summary, reader.report)
             if max_count is not None and reader.report.rows_read >= max_count:
@@ -134,9 +141,7 @@ def _add_report(summary: RunSummary, report: Any) -> None:
             summary.drift.append(line)
 
 
-def load_file(
-    path: str | Path, dataset: Dataset, settings: Settings
-) -> RunSummary:
+def load_file(path: str | Path, dataset: Dataset, settings: Settings) -> RunSummary:
     """Type an export file already on disk and load it into the sinks.
 
     Raises:
@@ -164,7 +169,7 @@ def run_window(
 ) -> RunSummary:
     """Export one window from DiVA, type it and load it into the sinks.
 
-    A part whose file holds exactly the row cap is split and exported
+    A part whose file contains exactly the row cap is split and exported
     again until every part is under the cap; only then are the sinks
     committed. Concurrent callers pass a shared `load_lock`, so that
     exports overlap while loads into the same sinks take turns.
@@ -181,9 +186,10 @@ def run_window(
     settings.require_credentials()
     if dataset.date_column is None:
         log.warning(
-            "%s has no date column, so the window %s is not sent: the export holds "
+            "%s has no date column, so the window %s is not sent: the export contains "
             "every row DiVA serves for it.",
-            dataset.name, window,
+            dataset.name,
+            window,
         )
     client = client or _make_client(settings)
     run_dir = RunDirectory.open(settings.work_dir, _run_key(dataset, window, settings))
@@ -197,8 +203,12 @@ def run_window(
         try:
             with load_lock or nullcontext():
                 summary = load_parts(
-                    parts, dataset, settings, window=window,
-                    max_count=settings.max_count, column_lookup=lookup,
+                    parts,
+                    dataset,
+                    settings,
+                    window=window,
+                    max_count=settings.max_count,
+                    column_lookup=lookup,
                 )
             break
         except _CapReached as reached:
@@ -223,7 +233,7 @@ def _split_part(
     halves = split_window(full.window) if full.window is not None else None
     if not halves or dataset.date_column is None:
         raise TruncatedExportError(
-            f"The export of {dataset.name} for {full.window} holds "
+            f"The export of {dataset.name} for {full.window} contains "
             f"{settings.max_count:,} rows, the row cap, so it is probably cut off, "
             "and the window cannot be split further. Raise max_count (at most "
             "5,000,000) or narrow the filter.",
@@ -233,7 +243,10 @@ def _split_part(
     log.warning(
         "Export of %s for %s reached the row cap of %d rows; splitting it into %d "
         "windows.",
-        dataset.name, full.window, settings.max_count, len(halves),
+        dataset.name,
+        full.window,
+        settings.max_count,
+        len(halves),
     )
     index = parts.index(full)
     new_parts = [_export(client, dataset, half, settings, run_dir) for half in halves]
@@ -289,7 +302,8 @@ def _column_lookup(
                 log.warning(
                     "Could not fetch the schema of %s from DiVA (%s); new columns "
                     "are kept as strings.",
-                    dataset.name, err,
+                    dataset.name,
+                    err,
                 )
                 cache = {}
         return cache.get(name)
@@ -302,9 +316,17 @@ def _run_key(dataset: Dataset, window: Window, settings: Settings) -> str:
     # destinations at the same time must not share export files.
     warehouse = settings.warehouse.get_secret_value() if settings.warehouse else ""
     text = "|".join(
-        [dataset.name, window.to_filter(), settings.program or "", settings.compress,
-         str(settings.max_count), settings.base_url, settings.parquet or "",
-         warehouse, settings.table or ""]
+        [
+            dataset.name,
+            window.to_filter(),
+            settings.program or "",
+            settings.compress,
+            str(settings.max_count),
+            settings.base_url,
+            settings.parquet or "",
+            warehouse,
+            settings.table or "",
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

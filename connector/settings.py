@@ -39,6 +39,7 @@ DEFAULT_CONFIG_FILE = "diva-connector.toml"
 DEFAULT_EXPORT_ROW_CAP = 1_048_575
 MAX_EXPORT_ROW_CAP = 5_000_000
 
+
 class DatasetJob(BaseModel):
     """One entry of `[[datasets]]` in the config file, run by `run --all`.
 
@@ -100,16 +101,18 @@ class Settings(BaseSettings):
         6, ge=1, description="Attempts per request, the first one included."
     )
     retry_max_wait_s: float = Field(
-        60.0, gt=0, description="Longest single wait between retries, in seconds."
+        60.0, gt=0, description="Maximum single wait between retries, in seconds."
     )
     retry_total_timeout_s: float = Field(
-        600.0, gt=0, description="Longest total time spent retrying one request."
+        600.0,
+        gt=0,
+        description="Maximum total time spent retrying one request, in seconds.",
     )
     poll_interval_s: float = Field(
         2.0, gt=0, description="First wait between download polls, in seconds."
     )
     poll_max_interval_s: float = Field(
-        30.0, gt=0, description="Longest wait between download polls, in seconds."
+        30.0, gt=0, description="Maximum wait between download polls, in seconds."
     )
     poll_timeout_s: float = Field(
         3600.0, gt=0, description="Give up on an export still pending after this."
@@ -119,7 +122,7 @@ class Settings(BaseSettings):
     )
     size_windows: bool = Field(
         False,
-        description="Ask DiVA's JSON view how many rows a window holds before "
+        description="Ask DiVA's JSON view how many rows a window contains before "
         "exporting it: split windows over max_count up front, and warn when the "
         "rows read differ from that count.",
     )
@@ -144,8 +147,9 @@ class Settings(BaseSettings):
         "not exist in source_timezone (daylight saving changes).",
     )
     on_bad_rows: Literal["fail", "quarantine"] = Field(
-        "fail", description="fail: stop at the first bad value; quarantine: "
-        "set bad rows aside in a rejects file and table."
+        "fail",
+        description="fail: stop at the first bad value; quarantine: "
+        "set bad rows aside in a rejects file and table.",
     )
     chunk_bytes: int = Field(
         8 * 1024 * 1024,
@@ -182,14 +186,17 @@ class Settings(BaseSettings):
         None, description="First day of a dataset's first incremental run."
     )
     lookback_days: int = Field(
-        3, ge=0, description="Days before the high-water mark re-read by each "
+        3,
+        ge=0,
+        description="Days before the high-water mark re-read by each "
         "incremental run, since settlement and clearing rows change later.",
     )
     workers: int = Field(
         2, ge=1, le=16, description="Windows exported at once by a backfill."
     )
     fail_on_empty: bool = Field(
-        False, description="Fail a run that finds zero rows where earlier runs "
+        False,
+        description="Fail a run that finds zero rows where earlier runs "
         "found some (it always warns).",
     )
     datasets: list[DatasetJob] = Field(
@@ -255,8 +262,14 @@ class Settings(BaseSettings):
         """Return these settings with the values `job` sets in place."""
         values = {
             name: getattr(job, name)
-            for name in ("parquet", "warehouse", "table", "write", "start_date",
-                         "lookback_days")
+            for name in (
+                "parquet",
+                "warehouse",
+                "table",
+                "write",
+                "start_date",
+                "lookback_days",
+            )
             if getattr(job, name) is not None
         }
         if "parquet" in values or "warehouse" in values:
