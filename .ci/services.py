@@ -1,4 +1,4 @@
-"""Start the local PostgreSQL and MariaDB when they do not answer.
+"""Start the local PostgreSQL and MariaDB when they do not respond.
 
 The test suite needs both on loopback (PostgreSQL on 5432, MariaDB on
 3306). Machines of this project start them at boot; this script only

@@ -8,7 +8,7 @@ export, contains every other row (the even row numbers) and is what the
 warehouse runs pre-load, so that an upsert finds half of its keys already
 in the table.
 
-Files are cached in `benchmarks/data/` by row count; a JSON file beside
+Files are cached in `benchmarks/data/` by row count. A JSON file beside
 them records the row count and the exact sum of `transaction_amount`, so a
 run can check what the product wrote.
 """

@@ -166,9 +166,12 @@ def targets_table(targets: list[Target]) -> list[str]:
     """Return the Markdown table of targets with met / not met."""
     lines = ["| target | this run | result |", "|---|---|---|"]
     for target in targets:
-        verdict = (
-            "n/a" if target.met is None else ("met" if target.met else "**not met**")
-        )
+        if target.met is None:
+            verdict = "n/a"
+        elif target.met:
+            verdict = "met"
+        else:
+            verdict = "**not met**"
         lines.append(f"| {target.name} | {target.figure} | {verdict} |")
     return lines
 

@@ -2,7 +2,7 @@
 
 Each DiVA dataset is a `view/aggregation` pair described by one JSON file,
 `schemas/<view>/<aggregation>.json`, installed as the `connector.schemas`
-package. A file holds DiVA's schema objects (`field`, `type`, `display`,
+package. A file contains DiVA's schema objects (`field`, `type`, `display`,
 `description`, `units`, ...) under `columns`, plus what DiVA does not publish:
 the row `key`, the window `date_column`, and per column whether it is
 `confirmed` by the public documentation and whether it is `nullable`.
@@ -363,7 +363,7 @@ def load_dataset(name: str) -> Dataset:
 def rejects_schema() -> pa.Schema:
     """Return the Arrow schema of rows set aside in quarantine mode.
 
-    Each rejected row is kept whole: `record` holds the CSV record as read,
+    Each rejected row is kept whole: `record` is the CSV record as read,
     `line` the line it starts on (the header is line 1), `column` and
     `reason` the first problem found, and `file` the export it came from.
     """

@@ -124,7 +124,7 @@ def _check_loaded(
     ):
         if keys != want_keys or total != want_total:
             raise DivaError(
-                f"{sink} holds {len(keys)} rows totalling {total}, but the sandbox "
+                f"{sink} contains {len(keys)} rows totalling {total}, but the sandbox "
                 f"served {len(want_keys)} rows totalling {want_total}."
             )
     return len(want_keys), want_total

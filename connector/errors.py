@@ -39,7 +39,7 @@ class ConfigError(DivaError, ValueError):
 
 
 class ApiError(DivaError):
-    """DiVA answered a request with an error.
+    """DiVA returned an error for a request.
 
     Attributes:
         status: HTTP status code, or None when no response arrived.
@@ -79,7 +79,7 @@ class ExportTimeoutError(ExportError):
 
 
 class TruncatedExportError(ExportError):
-    """A window holds more rows than one export can carry, even after splitting."""
+    """A window has more rows than one export can carry, even after splitting."""
 
 
 class DownloadError(ExportError):

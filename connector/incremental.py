@@ -106,7 +106,7 @@ def run_incremental(
     # An empty run that fails leaves the mark where it was, so the next run
     # reads the same window again and still compares with the last good run.
     _check_not_empty(dataset, window, summary, state, settings)
-    # DiVA holds no rows after today, so the mark never moves past it: a
+    # DiVA has no rows after today, so the mark never moves past it: a
     # window ending in the future must not make later runs skip days.
     reached = min(window.end, today)
     high_water = max(reached, state.high_water) if state else reached
@@ -279,7 +279,7 @@ class JobOutcome:
 def run_all(settings: Settings, *, today: date | None = None) -> list[JobOutcome]:
     """Run every dataset listed in the settings, each incrementally.
 
-    One dataset failing does not stop the others; each outcome says what
+    One dataset failing does not stop the others; each outcome records what
     happened.
 
     Raises:

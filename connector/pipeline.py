@@ -170,7 +170,7 @@ def run_window(
     """Export one window from DiVA, type it and load it into the sinks.
 
     A part whose file contains exactly the row cap is split and exported
-    again until every part is under the cap; only then are the sinks
+    again until every part is under the cap. Only then are the sinks
     committed. Concurrent callers pass a shared `load_lock`, so that
     exports overlap while loads into the same sinks take turns.
 

@@ -281,7 +281,7 @@ class Settings(BaseSettings):
         """Return every secret value held by these settings, for masking.
 
         Of a warehouse URL only the password is secret, so that logs can
-        still say which database a load went to.
+        still show which database a load went to.
         """
         values = [
             secret.get_secret_value()

@@ -11,7 +11,7 @@ class Window:
     """An inclusive range on a dataset's date column.
 
     `start` and `end` are both dates (whole days) or both datetimes (used
-    when a single day holds more rows than one export can carry and the
+    when a single day has more rows than one export can carry and the
     window is split into hours). Both ends are included, as in DiVA's
     `column=START..END` filter.
     """

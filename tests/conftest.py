@@ -15,7 +15,7 @@ MARIADB_URL = os.environ.get("DIVA_TEST_MARIADB_URL", "mysql://root@127.0.0.1:33
 
 
 def _require_database(url: str) -> str:
-    """Return `url` when its database answers; skip the test otherwise.
+    """Return `url` when its database responds; skip the test otherwise.
 
     With CI=true an unreachable database fails the test instead, so that a
     green CI run always includes the PostgreSQL and MariaDB tests.

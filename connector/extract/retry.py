@@ -53,7 +53,7 @@ class RetryPolicy:
 
     Attributes:
         max_attempts: Attempts per call, the first one included.
-        max_wait_s: Longest single wait between attempts, in seconds.
+        max_wait_s: Maximum single wait between attempts, in seconds.
         total_timeout_s: Longest time one call may take, waits included.
         first_wait_s: Wait after the first failure, before jitter.
         jitter_s: Largest random addition to a computed wait.

@@ -1,4 +1,4 @@
-"""What every sink offers the pipeline: a writer that commits whole or not at all."""
+"""The sink interface: a writer that commits whole or not at all."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadResult:
-    """What one load did to one sink.
+    """The outcome of one load into one sink.
 
     Attributes:
         sink: A short description of the destination, secrets masked.
-        rows_written: Rows the sink holds from this load.
+        rows_written: Rows the sink contains from this load.
         rows_inserted: New keys, when the sink can tell.
         rows_updated: Existing keys whose rows were replaced, when known.
         rows_superseded: Rows dropped because a later row in the same load

@@ -292,7 +292,7 @@ class StagingMerger:
         if conflict is not None:
             key = describe_key(self.dataset.key, tuple(conflict))
             raise LoadError(
-                f"Append to table {self.table} failed: the table already holds the "
+                f"Append to table {self.table} failed: the table already contains the "
                 f"row with key {key}. Load in upsert mode to update existing rows.",
                 key=dict(zip(self.dataset.key, conflict, strict=True)),
             )

@@ -27,7 +27,7 @@ STATE_FILE = "_state.json"
 
 @dataclass(frozen=True)
 class DatasetState:
-    """What the last successful run of a dataset reached.
+    """The point the last successful run of a dataset reached.
 
     Attributes:
         high_water: Last day loaded.
@@ -39,7 +39,7 @@ class DatasetState:
 
 
 class StateStore(Protocol):
-    """Where one destination keeps its datasets' state."""
+    """The store in which one destination keeps its datasets' state."""
 
     def get(self, dataset: Dataset) -> DatasetState | None:
         """Return the dataset's state, or None before its first run."""

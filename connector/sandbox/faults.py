@@ -38,7 +38,7 @@ class Faults:
         pending_polls: Download polls that return `Pending` before a file is
             ready, counted per export.
         pending_s: Seconds an export stays `Pending`, besides the polls.
-        row_cap: Rows an export holds at most, whatever its `max_count`;
+        row_cap: Maximum rows of an export, whatever its `max_count`;
             None keeps DiVA's limits only.
         chunk_size: Bytes per write of a download body.
         chunk_delay_s: Seconds slept between two chunks of a download.
@@ -74,7 +74,7 @@ class Faults:
             retry_after: `seconds` sends `Retry-After: <delay_s>`, `http-date`
                 sends the moment `delay_s` ahead as an HTTP date, None sends
                 no `Retry-After` at all.
-            delay_s: The pause that `Retry-After` asks for, in seconds.
+            delay_s: The pause that `Retry-After` requests, in seconds.
         """
         if retry_after not in RETRY_AFTER_STYLES:
             raise ValueError(

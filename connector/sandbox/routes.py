@@ -69,7 +69,7 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
                 self._check_program(params)
             self._dispatch(route, spec, params)
         except ApiProblem as problem:
-            log.debug("%s answered %d: %s", url.path, problem.status, problem.message)
+            log.debug("%s returned %d: %s", url.path, problem.status, problem.message)
             body = {"error_code": problem.code, "message": problem.message}
             self.send_json(problem.status, body, problem.headers)
         except (BrokenPipeError, ConnectionResetError):

@@ -61,7 +61,7 @@ class Sandbox:
         program: Program name(s) the credentials may read, comma-separated.
         pending_polls: Download polls that return `Pending` before a file is ready.
         expiry_s: Seconds an export file stays downloadable after completion.
-        row_cap: Rows an export holds at most, below DiVA's own limits.
+        row_cap: Maximum rows of an export, below DiVA's own limits.
         host: Address to listen on.
         port: Port to listen on; 0 picks a free one.
         pending_s: Seconds an export stays `Pending`, besides the polls.
@@ -139,7 +139,7 @@ class Sandbox:
 
     @property
     def row_cap(self) -> int | None:
-        """Rows an export holds at most; the same switch as `faults.row_cap`."""
+        """Maximum rows of an export, the same switch as `faults.row_cap`."""
         return self.faults.row_cap
 
     @row_cap.setter
