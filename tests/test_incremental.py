@@ -328,9 +328,16 @@ def test_interrupted_backfill_stops_and_resumes(sandbox, tmp_path, signal_name,
     ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # Signal once the backfill has started, not while Python is starting.
+    first_lines = []
+    for line in process.stderr:
+        first_lines.append(line)
+        if "requested" in line:
+            break
+    time.sleep(0.2)
     process.send_signal(getattr(signal, signal_name))
-    _, stderr = process.communicate(timeout=60)
+    _, rest = process.communicate(timeout=60)
+    stderr = "".join(first_lines) + rest
 
     assert process.returncode == exit_code, stderr
     assert len(export_filters(sandbox)) < 8

@@ -105,8 +105,10 @@ import pyarrow.fs as pafs
 
 from connector.datasets import Dataset, rejects_schema
 from connector.errors import ConfigError, LoadError, SchemaError
+from connector.load import parquet_staging
 from connector.load.base import BatchWriter, LoadResult
 from connector.load.parquet_commit import _CommittingWriter
+from connector.load.parquet_duplicates import _key_chunks_for
 from connector.load.parquet_layout import (
     _REJECTS,
     _STAGING,
@@ -117,6 +119,7 @@ from connector.load.parquet_layout import (
     partition_key,
 )
 from connector.load.parquet_staging import (
+    _SPLIT_ROWS,
     _WRITER_THREADS,
     _close_quietly,
     _Lane,
@@ -259,6 +262,11 @@ class ParquetBatchWriter(_CommittingWriter):
         self._rejects = _Partition(_REJECTS)
         self._rejects_rows = 0
         self._buffered_bytes = 0.0
+        self._unsplit: list[pa.RecordBatch] = []
+        self._unsplit_rows = 0
+        self._unsplit_bytes = 0
+        self._row_bytes = 0.0
+        self._key_chunks = _key_chunks_for(dataset, self._schema)
         self._rows = 0
         self._rows_superseded = 0
         self._files_rewritten = 0
@@ -277,17 +285,16 @@ class ParquetBatchWriter(_CommittingWriter):
         if batch.num_rows == 0:
             return
 
-        # RecordBatch.nbytes walks every buffer of every slice, which costs
-        # more than the split itself, so slices are sized from the batch.
-        row_bytes = batch.get_total_buffer_size() / batch.num_rows
-        try:
-            for folder, rows in self._split(batch):
-                self._buffer(folder, rows, rows.num_rows * row_bytes)
-        except (OSError, pa.ArrowException) as err:
-            raise LoadError(
-                f"Could not write staging files under {self._staging}: {err}"
-            ) from err
+        self._unsplit.append(batch)
+        self._unsplit_rows += batch.num_rows
+        self._unsplit_bytes += batch.get_total_buffer_size()
+        self._keep_keys(batch)
         self._rows += batch.num_rows
+        if (
+            self._unsplit_rows >= min(_SPLIT_ROWS, self._row_group_rows)
+            or self._unsplit_bytes >= parquet_staging._MAX_BUFFERED_BYTES / 4
+        ):
+            self._split_unsplit()
 
     def write_rejects(self, rejects: pa.Table) -> None:
         """Stage rows set aside by the transform stage, for `_rejects/` on commit.

@@ -6,9 +6,11 @@ value of the dataset's date column. A row with a null date never beats a
 row with a date. Ties go to the later row in the order the rows were
 written. A dataset without a key keeps every row.
 
-At commit, only the key columns and the date column of the staged files
-are read back, into memory for all rows of the load at once. A load without duplicate keys leaves its staged files as
-they are. Otherwise each staged file holding a losing row is rewritten
+A single integer key is collected while rows are written, and a load whose
+keys are all different ends there. Otherwise, at commit, only the key
+columns and the date column of the staged files are read back, into memory
+for all rows of the load at once. A load without duplicate keys leaves its
+staged files as they are. Otherwise each staged file holding a losing row is rewritten
 without it before the swap, so the swap stays the same.
 """
 
@@ -16,13 +18,18 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connector.load.parquet_staging import _StagedFile
 from connector.load.parquet_upsert import _finish, _UpsertingWriter
+
+if TYPE_CHECKING:
+    from connector.datasets import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
     _rows: int
     _rows_superseded: int
     _files_rewritten: int
+    _key_chunks: list[pa.Array] | None
 
     def _drop_superseded(self) -> None:
         """Rewrite the staged files that contain rows superseded by their key's winner.
@@ -53,6 +61,8 @@ class _DeduplicatingWriter(_UpsertingWriter):
         a day. Rows of equal dates share a day, so that order breaks ties.
         """
         if not self._dataset.key or not self._staged:
+            return
+        if self._key_chunks is not None and not _has_repeats(self._key_chunks):
             return
 
         rows = self._read_keys_and_dates()
@@ -82,6 +92,16 @@ class _DeduplicatingWriter(_UpsertingWriter):
             ", ".join(self._dataset.key),
             len(rewritten),
         )
+
+    def _keep_keys(self, batch: pa.RecordBatch) -> None:
+        """Keep the key values of `batch` for the check for repeated keys."""
+        if self._key_chunks is None:
+            return
+        keys = batch.column(self._dataset.key[0])
+        if keys.null_count:
+            self._key_chunks = None
+        else:
+            self._key_chunks.append(keys)
 
     def _read_keys_and_dates(self) -> pa.Table:
         """Read one row per staged row: key value, date, file index, row number."""
@@ -141,6 +161,28 @@ class _DeduplicatingWriter(_UpsertingWriter):
         return _StagedFile(
             staged.partition, name, rows, stream.size, stream.hexdigest()
         )
+
+
+def _key_chunks_for(dataset: Dataset, schema: pa.Schema) -> list[pa.Array] | None:
+    """Return an empty list to collect keys in, or None if keys are read back.
+
+    A single integer key is kept in memory while rows are written (8 bytes
+    a row), so that a load without repeated keys needs no second read.
+    """
+    if len(dataset.key) != 1:
+        return None
+    if not pa.types.is_integer(schema.field(dataset.key[0]).type):
+        return None
+    return []
+
+
+def _has_repeats(chunks: list[pa.Array]) -> bool:
+    """Tell whether any integer value occurs twice among `chunks`."""
+    if not chunks:
+        return False
+    values = np.concatenate([chunk.to_numpy() for chunk in chunks])
+    values.sort()
+    return bool(np.any(values[1:] == values[:-1]))
 
 
 def _losing_rows(rows: pa.Table) -> pa.Table:

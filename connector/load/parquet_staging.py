@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connector.errors import DataError, SchemaError
+from connector.errors import DataError, LoadError, SchemaError
 from connector.load.parquet_layout import _EPOCH, NULL_PARTITION, _day_numbers
 
 if TYPE_CHECKING:
@@ -32,10 +32,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: Arrow memory buffered across all partitions, in bytes, before the largest
-#: buffer is written out as a smaller row group. It is an estimate: a slice
-#: counts its share of its batch's buffers, and keeps the whole batch alive.
+#: Arrow memory buffered across all partitions, in bytes, before every
+#: buffer is written out as a row group, smaller than `row_group_rows` rows.
 _MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+
+#: Rows gathered from incoming batches before they are split by day, unless
+#: they reach a quarter of `_MAX_BUFFERED_BYTES` first. Sorting many small
+#: batches at once costs less than sorting each.
+_SPLIT_ROWS = 64 * 1024
 
 #: Staging files kept open at once, split evenly between the writer threads.
 #: Past it, a thread finishes its least recently used file, and that
@@ -161,6 +165,10 @@ class _StagingWriter:
     _staged: list[_StagedFile]
     _rejects: _Partition
     _buffered_bytes: float
+    _row_bytes: float
+    _unsplit: list[pa.RecordBatch]
+    _unsplit_rows: int
+    _unsplit_bytes: int
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Return `batch` with the dataset's schema, or raise if it differs."""
@@ -186,25 +194,46 @@ class _StagingWriter:
         # Only nullability or metadata differ, so the columns can be reused.
         return pa.RecordBatch.from_arrays(batch.columns, schema=self._schema)
 
-    def _split(self, batch: pa.RecordBatch) -> list[tuple[str, pa.RecordBatch]]:
-        """Cut `batch` into one slice per partition folder."""
+    def _split_unsplit(self) -> None:
+        """Split the batches received since the last split and buffer them."""
+        if not self._unsplit:
+            return
+        rows = pa.Table.from_batches(self._unsplit, self._schema)
+        self._unsplit, self._unsplit_rows, self._unsplit_bytes = [], 0, 0
+        try:
+            for folder, day_rows in self._split(rows):
+                # The slices of one split share its buffers, so each is
+                # counted by its share of the rows.
+                self._buffer(folder, day_rows, day_rows.num_rows * self._row_bytes)
+        except (OSError, pa.ArrowException) as err:
+            raise LoadError(
+                f"Could not write staging files under {self._staging}: {err}"
+            ) from err
+
+    def _split(self, rows: pa.Table) -> list[tuple[str, pa.Table]]:
+        """Cut `rows` into one slice per partition folder.
+
+        Sets `_row_bytes` to the average size of a row of the result.
+        """
+        self._row_bytes = rows.get_total_buffer_size() / max(rows.num_rows, 1)
         if self._key is None:
-            return [("", batch)]
+            return [("", rows)]
 
         import pyarrow.compute as pc
 
-        days = _day_numbers(batch.column(self._date_index))
+        days = _day_numbers(rows.column(self._date_index).combine_chunks())
         if days.null_count == len(days):
-            return [(self._folder(None), batch)]
+            return [(self._folder(None), rows)]
         if days.null_count == 0:
             bounds = pc.min_max(days)
             if bounds["min"] == bounds["max"]:
-                return [(self._folder(bounds["min"].as_py()), batch)]
+                return [(self._folder(bounds["min"].as_py()), rows)]
 
         # A stable sort keeps the rows of each day in their input order.
         order = pc.array_sort_indices(days)
         runs = pc.run_end_encode(days.take(order))
-        rows = batch.take(order)
+        rows = rows.take(order)
+        self._row_bytes = rows.get_total_buffer_size() / rows.num_rows
         slices, start = [], 0
         for end, day in zip(runs.run_ends.to_pylist(), runs.values.to_pylist()):
             slices.append((self._folder(day), rows.slice(start, end - start)))
@@ -215,21 +244,24 @@ class _StagingWriter:
         value = NULL_PARTITION if day is None else _EPOCH + timedelta(days=day)
         return f"{self._key}={value}"
 
-    def _buffer(self, folder: str, batch: pa.RecordBatch, nbytes: float) -> None:
+    def _buffer(self, folder: str, rows: pa.Table, nbytes: float) -> None:
         part = self._partitions.get(folder)
         if part is None:
             lane = len(self._partitions) % len(self._lanes)
             part = self._partitions[folder] = _Partition(folder, lane)
-        part.batches.append(batch)
-        part.rows += batch.num_rows
+        part.batches.extend(rows.to_batches())
+        part.rows += rows.num_rows
         part.nbytes += nbytes
         self._buffered_bytes += nbytes
 
         if part.rows >= self._row_group_rows:
             self._flush(part, whole_groups=True)
-        while self._buffered_bytes > _MAX_BUFFERED_BYTES:
-            largest = max(self._partitions.values(), key=lambda p: p.nbytes)
-            self._flush(largest, whole_groups=False)
+        if self._buffered_bytes > _MAX_BUFFERED_BYTES:
+            # Every partition is written out, not only the largest: slices of
+            # one split share its buffers, which stay alive while any slice
+            # is buffered.
+            for other in self._partitions.values():
+                self._flush(other, whole_groups=False)
 
     def _flush(self, part: _Partition, *, whole_groups: bool) -> None:
         """Write a partition's buffered rows, or only its full row groups."""
@@ -333,6 +365,7 @@ class _StagingWriter:
             self._finish_file(part)
 
     def _finish_files(self) -> None:
+        self._split_unsplit()
         for part in self._partitions.values():
             if part.rows:
                 self._flush(part, whole_groups=False)

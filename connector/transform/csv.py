@@ -5,8 +5,9 @@ comma-separated, `"` quoting with doubled quotes, CRLF or LF line ends, and
 line breaks allowed inside quoted fields. The first record is a header of
 field names, optionally after a UTF-8 byte order mark. Empty cells are nulls.
 
-The fast path is pyarrow's streaming reader with every column read as a
-string, so that nothing is inferred. Line numbers are never tracked on the
+The fast path is pyarrow's streaming reader with an explicit type for every
+column, so that nothing is inferred: numbers and dates that pyarrow can
+convert exactly, strings for the rest. Line numbers are never tracked on the
 fast path: when an error needs one, `scan_records` parses the file again
 with Python's csv module, which counts physical lines.
 """
@@ -17,6 +18,7 @@ import codecs
 import csv
 import io
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ _UTF16_SAMPLE_BYTES = 64
 #: bounds memory when a quote is never closed and the rest of the file reads
 #: as one record.
 MAX_BLOCK_BYTES = 256 * 1024**2
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): ")
 
 
 @dataclass(frozen=True)
@@ -178,10 +181,16 @@ class TextBatchReader:
     starts over with blocks four times larger and skips the rows already
     yielded, so a long field costs one more pass instead of an error.
 
+    `column_types` maps header names to the type pyarrow converts each
+    column to while parsing (strings by default). `skip_rows` well-formed
+    records are parsed and dropped first, which resumes a read that stopped.
+
     Attributes:
         invalid_rows: Records skipped because their field count differs
             from the header's (only when `skip_invalid_rows` is true).
         bytes_read: Decompressed bytes read by the last pass.
+        nul_seen: False while no NUL byte has been read, so that the batches
+            yielded so far hold none.
     """
 
     def __init__(
@@ -192,24 +201,30 @@ class TextBatchReader:
         *,
         skip_invalid_rows: bool,
         column_types: dict[str, pa.DataType] | None = None,
+        skip_rows: int = 0,
     ) -> None:
         self.path = path
         self.header = header
         self.options = options
         self.skip_invalid_rows = skip_invalid_rows
         self.column_types = column_types or {name: pa.string() for name in header}
+        self.skip_rows = skip_rows
         self.invalid_rows = 0
         self.bytes_read = 0
+        self.nul_seen = True
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         block_bytes = self.options.chunk_bytes
-        yielded = 0
+        yielded = self.skip_rows
         while True:
             self.invalid_rows = 0
             payload = open_payload(self.path, self.options)
             try:
                 for batch in self._read_pass(payload, block_bytes, yielded):
                     yielded += batch.num_rows
+                    # The reader parses only bytes already read, so a batch
+                    # holds a NUL only if one was seen by now.
+                    self.nul_seen = payload.nul_seen
                     yield batch
                 self.bytes_read = payload.bytes_read
                 return
@@ -281,6 +296,16 @@ class TextBatchReader:
             return "error"
         self.invalid_rows += 1
         return "skip"
+
+
+def conversion_error_column(err: pa.ArrowInvalid) -> int | None:
+    """Return the 0-based column a pyarrow conversion error names, or None.
+
+    None means that the error is not about converting a value, for example
+    a record with the wrong number of fields.
+    """
+    match = _CONVERSION_ERROR.match(str(err))
+    return int(match.group(1)) if match else None
 
 
 def block_too_small(err: pa.ArrowInvalid) -> bool:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+import numpy as np
+
 from connector.errors import DataError, DownloadError
 from connector.transform.inflate import InflateReader, can_inflate
 from connector.transform.options import TransformOptions
@@ -72,6 +74,11 @@ class Payload:
     def bytes_read(self) -> int:
         """Decompressed bytes returned so far."""
         return self._guard.total
+
+    @property
+    def nul_seen(self) -> bool:
+        """Whether the bytes returned so far contain a NUL byte."""
+        return self._guard.nul_seen
 
     def close(self) -> None:
         """Close the stream and the file below it."""
@@ -249,7 +256,11 @@ class _ErrorMapper(io.RawIOBase):
 
 
 class _GuardedReader(io.RawIOBase):
-    """Count decompressed bytes and stop at the decompression bomb limits."""
+    """Count decompressed bytes and stop at the decompression bomb limits.
+
+    It also notes whether any NUL byte went by, so that the values of a file
+    without one need no search for it.
+    """
 
     def __init__(
         self, inner: BinaryIO, path: Path, file_bytes: int, options: TransformOptions
@@ -260,6 +271,7 @@ class _GuardedReader(io.RawIOBase):
         self._max_bytes = options.max_uncompressed_bytes
         self._max_ratio = options.max_expansion_ratio
         self.total = 0
+        self.nul_seen = False
 
     def readable(self) -> bool:
         return True
@@ -267,6 +279,9 @@ class _GuardedReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         count = self._inner.readinto(buffer)
         self.total += count
+        if count and not self.nul_seen:
+            # The smallest byte is 0 exactly when the block holds a NUL.
+            self.nul_seen = int(np.frombuffer(buffer, np.uint8, count).min()) == 0
         if self.total > self._max_bytes:
             raise DataError(
                 f"{self._path} decompresses to more than "

@@ -18,12 +18,15 @@ from connector.transform.cast import (
     cast_column,
     expected_type,
     find_bad_rows,
+    finish_parsed,
+    parse_type,
 )
 from connector.transform.csv import (
     MAX_BLOCK_BYTES,
     ScannedRecord,
     TextBatchReader,
     block_too_small,
+    conversion_error_column,
     has_bad_utf8,
     read_header,
     scan_records,
@@ -73,6 +76,14 @@ class TransformReport:
     def rows_loaded(self) -> int:
         """Rows handed on in batches."""
         return self.rows_read - self.rows_rejected
+
+
+class _ReadAsText(Exception):
+    """A parsed column holds a value that only the text path can describe."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(position)
+        self.position = position
 
 
 @dataclass
@@ -148,6 +159,13 @@ class ExportReader:
         # Batches name their columns as written; cast steps use stripped names.
         self._names, _ = normalize_header(self._header, str(path))
         self.schema = self.dataset.arrow_schema()
+        # What pyarrow converts each header column to while parsing; a
+        # column falls back to text when one of its values does not fit.
+        known = {column.name: column for column in self.dataset.columns}
+        self._parse_types = {
+            raw: parse_type(known[name]) if name in known else pa.string()
+            for raw, name in zip(self._header, self._names, strict=True)
+        }
         self._rejects: list[_Reject] = []
         self._rejects_table: pa.Table | None = None
         self._generator: Generator[pa.RecordBatch, None, None] | None = None
@@ -170,25 +188,39 @@ class ExportReader:
         return self._generator
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        text_reader = TextBatchReader(
-            self.path,
-            self._header,
-            self.options,
-            skip_invalid_rows=self.options.on_bad_rows == "quarantine",
-        )
-        text_batches = iter(text_reader)
         offset = 0
-        try:
-            while (text_batch := self._next_text_batch(text_batches)) is not None:
-                text_batch = text_batch.rename_columns(self._names)
-                batch = self._type_batch(text_batch, offset)
-                offset += text_batch.num_rows
-                self._update_report(offset, text_reader.invalid_rows)
-                if batch.num_rows:
-                    self.report.batches += 1
-                    yield batch
-        finally:
-            text_batches.close()
+        while True:
+            text_reader = TextBatchReader(
+                self.path,
+                self._header,
+                self.options,
+                skip_invalid_rows=self.options.on_bad_rows == "quarantine",
+                column_types=self._parse_types,
+                skip_rows=offset,
+            )
+            parsed_batches = iter(text_reader)
+            try:
+                while (parsed := self._next_parsed(parsed_batches)) is not None:
+                    parsed = parsed.rename_columns(self._names)
+                    batch = self._type_batch(parsed, offset, text_reader.nul_seen)
+                    offset += parsed.num_rows
+                    self._update_report(offset, text_reader.invalid_rows)
+                    if batch.num_rows:
+                        self.report.batches += 1
+                        yield batch
+                break
+            except _ReadAsText as retry:
+                # Reading resumes after the rows already yielded, with this
+                # column as text, so that the cast names the bad value.
+                self._parse_types[self._header[retry.position]] = pa.string()
+                log.debug(
+                    "Reading column %s of %s as text from row %d on.",
+                    self._names[retry.position],
+                    self.path,
+                    offset,
+                )
+            finally:
+                parsed_batches.close()
         self._update_report(offset, text_reader.invalid_rows)
         self.report.uncompressed_bytes = text_reader.bytes_read
         log.info(
@@ -203,18 +235,27 @@ class ExportReader:
         self.report.rows_read = records + invalid_rows
         self.report.rows_rejected = len(self._rejects) + invalid_rows
 
-    def _next_text_batch(
-        self, text_batches: Iterator[pa.RecordBatch]
+    def _next_parsed(
+        self, parsed_batches: Iterator[pa.RecordBatch]
     ) -> pa.RecordBatch | None:
         try:
-            return next(text_batches)
+            return next(parsed_batches)
         except StopIteration:
             return None
         except pa.ArrowInvalid as err:
+            position = conversion_error_column(err)
+            if (
+                position is not None
+                and position < len(self._header)
+                and self._parse_types[self._header[position]] != pa.string()
+            ):
+                raise _ReadAsText(position) from err
             raise self._parse_error(err) from err
 
-    def _type_batch(self, text_batch: pa.RecordBatch, offset: int) -> pa.RecordBatch:
-        arrays, failed = self._cast_columns(text_batch)
+    def _type_batch(
+        self, text_batch: pa.RecordBatch, offset: int, may_hold_nul: bool
+    ) -> pa.RecordBatch:
+        arrays, failed = self._cast_columns(text_batch, may_hold_nul)
         if not failed:
             return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
@@ -229,11 +270,13 @@ class ExportReader:
             column_name, reason = problems[index]
             self._rejects.append(_Reject(offset + index, column_name, reason))
         keep = [index not in problems for index in range(text_batch.num_rows)]
-        arrays, failed = self._cast_columns(text_batch.filter(pa.array(keep)))
+        arrays, failed = self._cast_columns(
+            text_batch.filter(pa.array(keep)), may_hold_nul
+        )
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _cast_columns(
-        self, text_batch: pa.RecordBatch
+        self, text_batch: pa.RecordBatch, may_hold_nul: bool
     ) -> tuple[list[pa.Array], dict[str, ValueProblem]]:
         present = set(text_batch.schema.names)
         arrays = []
@@ -242,9 +285,16 @@ class ExportReader:
             if column.name not in present:
                 arrays.append(pa.nulls(text_batch.num_rows, column.type.arrow_type()))
                 continue
+            values = text_batch.column(column.name)
+            if values.type != pa.string():
+                try:
+                    arrays.append(finish_parsed(values, column, self.options))
+                except ValueProblem as problem:
+                    raise _ReadAsText(self._names.index(column.name)) from problem
+                continue
             try:
                 arrays.append(
-                    cast_column(text_batch.column(column.name), column, self.options)
+                    cast_column(values, column, self.options, may_hold_nul=may_hold_nul)
                 )
             except ValueProblem as problem:
                 failed[column.name] = problem

@@ -1,0 +1,159 @@
+"""Columns that pyarrow's CSV parser types itself, and their way back to text.
+
+Integers, decimals, dates and zone-less timestamps are converted while the
+CSV is parsed. A value the parser rejects, or a parsed value that fails a
+check, sends its column back to the text path from that row on, so the
+results and the error messages are those of the text path.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from connector.errors import DataError
+
+from .conftest import CASE_HEADER, case_row, read_rows, write_csv
+
+HEADER = CASE_HEADER + ",settlement_date,installment_count"
+ROWS = 4000
+SMALL_CHUNKS = 16 * 1024
+
+
+def _row(n: int, **values: str) -> str:
+    settlement = values.pop("settlement_date", "2024-03-06")
+    count = values.pop("installment_count", str(n % 7))
+    values.setdefault("transaction_timestamp", "2024-03-05 14:22:31")
+    values.setdefault("amount", f"{n}.25")
+    return f"{case_row(f'tok-{n:05d}', **values)},{settlement},{count}"
+
+
+def _export(tmp_path, changes: dict[int, dict[str, str]]):
+    lines = [_row(n, **changes.get(n, {})) for n in range(ROWS)]
+    text = "\n".join([HEADER, *lines]) + "\n"
+    return write_csv(tmp_path, text, "export.csv.gz")
+
+
+def test_clean_file_is_typed_exactly(tmp_path, cases_dataset):
+    path = _export(tmp_path, {})
+
+    rows, reader = read_rows(path, cases_dataset, chunk_bytes=SMALL_CHUNKS)
+
+    assert len(rows) == ROWS
+    assert reader.report.batches > 10
+    assert rows[3999]["amount"] == Decimal("3999.25")
+    assert rows[10]["installment_count"] == 3
+    assert rows[10]["settlement_date"] == date(2024, 3, 6)
+    assert rows[10]["transaction_timestamp"] == datetime(
+        2024, 3, 5, 14, 22, 31, tzinfo=UTC
+    )
+    assert rows[10]["mcc"] == "5942"
+
+
+def test_zoneless_timestamps_are_read_in_source_timezone(tmp_path, cases_dataset):
+    path = _export(tmp_path, {})
+
+    rows, _ = read_rows(
+        path,
+        cases_dataset,
+        chunk_bytes=SMALL_CHUNKS,
+        source_timezone="America/New_York",
+    )
+
+    assert rows[0]["transaction_timestamp"] == datetime(
+        2024, 3, 5, 19, 22, 31, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("amount", "12.345", "digits after the decimal point"),
+        ("amount", "12345678901234567.0", "digits before the decimal point"),
+        ("installment_count", "3.0", "not a whole number"),
+        ("installment_count", "99999999999", "not a whole number"),
+        ("settlement_date", "2024-02-30", "not a calendar date"),
+        ("transaction_timestamp", "2024-03-05 25:00:00", "not a timestamp"),
+    ],
+)
+def test_bad_value_deep_in_file_is_named_by_line(
+    tmp_path, cases_dataset, column, value, reason
+):
+    path = _export(tmp_path, {3500: {column: value}})
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset, chunk_bytes=SMALL_CHUNKS)
+
+    error = info.value
+    assert error.line == 3502
+    assert error.column == column
+    assert error.value == value
+    assert reason in str(error)
+
+
+def test_quarantine_after_fallback_keeps_every_good_row(tmp_path, cases_dataset):
+    bad = {100: {"amount": "1.001"}, 2000: {"amount": "x"}, 3900: {"amount": "-"}}
+    path = _export(tmp_path, bad)
+
+    rows, reader = read_rows(
+        path, cases_dataset, on_bad_rows="quarantine", chunk_bytes=SMALL_CHUNKS
+    )
+
+    tokens = [row["token"] for row in rows]
+    assert len(tokens) == ROWS - 3
+    assert tokens == sorted(set(tokens))
+    assert "tok-00100" not in tokens
+    assert "tok-00101" in tokens
+    assert rows[-1]["amount"] == Decimal("3999.25")
+    assert [r["line"] for r in reader.rejects().to_pylist()] == [102, 2002, 3902]
+    assert reader.report.rows_read == ROWS
+    assert reader.report.rows_rejected == 3
+
+
+def test_spaces_around_numbers_are_ignored_on_both_paths(tmp_path, cases_dataset):
+    # Row 50 sends amount back to the text path; rows 10 and 3000 are read
+    # before and after that, and must agree.
+    changes = {
+        10: {"amount": " 10.50 ", "settlement_date": " 2024-03-07"},
+        50: {"amount": "bad"},
+        3000: {"amount": "\t3000.50 ", "installment_count": " 4 "},
+    }
+    path = _export(tmp_path, changes)
+
+    rows, _ = read_rows(
+        path, cases_dataset, on_bad_rows="quarantine", chunk_bytes=SMALL_CHUNKS
+    )
+    by_token = {row["token"]: row for row in rows}
+
+    assert by_token["tok-00010"]["amount"] == Decimal("10.50")
+    assert by_token["tok-00010"]["settlement_date"] == date(2024, 3, 7)
+    assert by_token["tok-03000"]["amount"] == Decimal("3000.50")
+    assert by_token["tok-03000"]["installment_count"] == 4
+    assert "tok-00050" not in by_token
+
+
+def test_zoned_and_zoneless_timestamps_mixed(tmp_path, cases_dataset):
+    changes = {2500: {"transaction_timestamp": "2024-03-05T14:22:31.5+02:00"}}
+    path = _export(tmp_path, changes)
+
+    rows, _ = read_rows(path, cases_dataset, chunk_bytes=SMALL_CHUNKS)
+
+    assert rows[2499]["transaction_timestamp"] == datetime(
+        2024, 3, 5, 14, 22, 31, tzinfo=UTC
+    )
+    assert rows[2500]["transaction_timestamp"] == datetime(
+        2024, 3, 5, 12, 22, 31, 500000, tzinfo=UTC
+    )
+
+
+def test_empty_required_number_is_named(tmp_path, cases_dataset):
+    path = _export(tmp_path, {1234: {"amount": ""}})
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset, chunk_bytes=SMALL_CHUNKS)
+
+    assert info.value.line == 1236
+    assert info.value.column == "amount"
+    assert "does not allow nulls" in str(info.value)
