@@ -29,8 +29,14 @@ def upsert_warehouse(path: Path, url: str, table: str) -> int:
     return summary.rows_read
 
 
-def preload_modules() -> None:
-    """Import the stages `load_file` imports lazily, so timing leaves them out."""
+def preload_modules(*, warehouse: bool) -> None:
+    """Import the stages `load_file` imports lazily, so timing leaves them out.
+
+    The warehouse modules are imported only for a warehouse run: a Parquet
+    load never imports them, and they would add to its peak memory.
+    """
     import connector.load.parquet
-    import connector.load.sql
     import connector.transform  # noqa: F401
+
+    if warehouse:
+        import connector.load.sql  # noqa: F401

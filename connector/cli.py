@@ -46,7 +46,9 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 click.echo(json.dumps(error, indent=2))
             sys.exit(err.exit_code)
         except KeyboardInterrupt as interrupt:
-            click.echo("Interrupted; committed loads are kept, nothing partial.", err=True)
+            click.echo(
+                "Interrupted; committed loads are kept, nothing partial.", err=True
+            )
             sys.exit(143 if isinstance(interrupt, _Terminated) else 130)
 
     return wrapper
@@ -135,16 +137,29 @@ def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _extract_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--compress", type=click.Choice(["gz", "zip"]),
-                     help="Export format (default gz)."),
-        click.option("--max-count", type=int,
-                     help="Row cap per export (up to 5,000,000)."),
-        click.option("--poll-timeout-s", type=float,
-                     help="Seconds to wait for an export before giving up."),
-        click.option("--max-reexports", type=int,
-                     help="New exports allowed after a file expired (default 2)."),
-        click.option("--requests-per-5min", type=int,
-                     help="Request budget shared by the run (default 300)."),
+        click.option(
+            "--compress",
+            type=click.Choice(["gz", "zip"]),
+            help="Export format (default gz).",
+        ),
+        click.option(
+            "--max-count", type=int, help="Row cap per export (up to 5,000,000)."
+        ),
+        click.option(
+            "--poll-timeout-s",
+            type=float,
+            help="Seconds to wait for an export before giving up.",
+        ),
+        click.option(
+            "--max-reexports",
+            type=int,
+            help="New exports allowed after a file expired (default 2).",
+        ),
+        click.option(
+            "--requests-per-5min",
+            type=int,
+            help="Request budget shared by the run (default 300).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -153,22 +168,49 @@ def _extract_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @click.argument("dataset", required=False)
-@click.option("--all", "run_every", is_flag=True,
-              help="Run every dataset listed in the config file.")
-@click.option("--start", metavar="YYYY-MM-DD",
-              help="First day (default: the high-water mark less the lookback).")
-@click.option("--end", metavar="YYYY-MM-DD", help="Last day, included (default: today).")
+@click.option(
+    "--all",
+    "run_every",
+    is_flag=True,
+    help="Run every dataset listed in the config file.",
+)
+@click.option(
+    "--start",
+    metavar="YYYY-MM-DD",
+    help="First day (default: the high-water mark less the lookback).",
+)
+@click.option(
+    "--end", metavar="YYYY-MM-DD", help="Last day, included (default: today)."
+)
 @_extract_options
-@click.option("--lookback-days", type=int,
-              help="Days before the high-water mark to read again (default 3).")
-@click.option("--fail-on-empty", is_flag=True, default=None,
-              help="Fail when zero rows arrive where earlier runs found some.")
-@click.option("--dry-run", is_flag=True,
-              help="Print what would be exported and where it would go; do nothing.")
+@click.option(
+    "--lookback-days",
+    type=int,
+    help="Days before the high-water mark to read again (default 3).",
+)
+@click.option(
+    "--fail-on-empty",
+    is_flag=True,
+    default=None,
+    help="Fail when zero rows arrive where earlier runs found some.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be exported and where it would go; do nothing.",
+)
 @_sink_options
 @_handle_errors
-def run(dataset: str | None, run_every: bool, start: str | None, end: str | None,
-        dry_run: bool, config: Path | None, as_json: bool, **flags: Any) -> None:
+def run(
+    dataset: str | None,
+    run_every: bool,
+    start: str | None,
+    end: str | None,
+    dry_run: bool,
+    config: Path | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Export DATASET from DiVA and load it into the sinks.
 
     DATASET is view/aggregation. Without --start, the run continues from the
@@ -216,12 +258,20 @@ def _run_every(settings: Any, as_json: bool) -> None:
         outcomes = run_all(settings)
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if as_json:
-        click.echo(json.dumps([
-            {"dataset": o.name, "ok": o.error is None,
-             "summary": o.summary.as_dict() if o.summary else None,
-             "error": output.mask(str(o.error)) if o.error else None}
-            for o in outcomes
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "dataset": o.name,
+                        "ok": o.error is None,
+                        "summary": o.summary.as_dict() if o.summary else None,
+                        "error": output.mask(str(o.error)) if o.error else None,
+                    }
+                    for o in outcomes
+                ],
+                indent=2,
+            )
+        )
     else:
         for outcome in outcomes:
             if outcome.summary is not None:
@@ -242,8 +292,9 @@ def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
 
     settings.require_credentials()
     state = None if first else read_state(open_state_stores(settings), dataset)
-    window = incremental_window(state, settings, start=first, end=last,
-                                today=today_utc())
+    window = incremental_window(
+        state, settings, start=first, end=last, today=today_utc()
+    )
     params = {"program": settings.program}
     if dataset.date_column:
         params[dataset.date_column] = window.to_filter()
@@ -265,8 +316,9 @@ def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:
 @click.option("--dataset", required=True, help="view/aggregation the file belongs to.")
 @_sink_options
 @_handle_errors
-def load(file: Path, dataset: str, config: Path | None, as_json: bool,
-         **flags: Any) -> None:
+def load(
+    file: Path, dataset: str, config: Path | None, as_json: bool, **flags: Any
+) -> None:
     """Type an export FILE already on disk and load it into the sinks.
 
     \b
@@ -286,8 +338,12 @@ def load(file: Path, dataset: str, config: Path | None, as_json: bool,
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
-@click.option("--seed", default=1, show_default=True, help="Seed of the generated data.")
-@click.option("--rows-per-day", default=200, show_default=True, help="Rows per view and day.")
+@click.option(
+    "--seed", default=1, show_default=True, help="Seed of the generated data."
+)
+@click.option(
+    "--rows-per-day", default=200, show_default=True, help="Rows per view and day."
+)
 @_handle_errors
 def sandbox(host: str, port: int, seed: int, rows_per_day: int) -> None:
     """Serve a DiVA-compatible API with deterministic data, until Ctrl-C.
@@ -306,8 +362,10 @@ def sandbox(host: str, port: int, seed: int, rows_per_day: int) -> None:
     from connector.sandbox import run_server
 
     if host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"--host {host} is not a loopback address; the sandbox "
-                          "serves loopback only.")
+        raise ConfigError(
+            f"--host {host} is not a loopback address; the sandbox "
+            "serves loopback only."
+        )
     try:
         run_server(host=host, port=port, seed=seed, rows_per_day=rows_per_day)
     except OSError as err:
@@ -318,11 +376,20 @@ def sandbox(host: str, port: int, seed: int, rows_per_day: int) -> None:
 
 
 @main.command()
-@click.option("--dir", "directory", default="diva-demo", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the Parquet files and the SQLite database.")
-@click.option("--rows-per-day", default=200, show_default=True,
-              help="Authorizations per day served by the sandbox.")
+@click.option(
+    "--dir",
+    "directory",
+    default="diva-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the Parquet files and the SQLite database.",
+)
+@click.option(
+    "--rows-per-day",
+    default=200,
+    show_default=True,
+    help="Authorizations per day served by the sandbox.",
+)
 @_handle_errors
 def demo(directory: Path, rows_per_day: int) -> None:
     """Load a month of sandbox authorizations into Parquet and SQLite.
@@ -344,15 +411,28 @@ def demo(directory: Path, rows_per_day: int) -> None:
 @click.argument("dataset")
 @click.option("--start", required=True, metavar="YYYY-MM-DD", help="First day.")
 @click.option("--end", required=True, metavar="YYYY-MM-DD", help="Last day (included).")
-@click.option("--window", "window_size", default="7d", show_default=True,
-              metavar="Nd", help="Days per export window, e.g. 7d or 1d.")
+@click.option(
+    "--window",
+    "window_size",
+    default="7d",
+    show_default=True,
+    metavar="Nd",
+    help="Days per export window, e.g. 7d or 1d.",
+)
 @click.option("--workers", type=int, help="Windows exported at once (default 2).")
 @_extract_options
 @_sink_options
 @_handle_errors
-def backfill(dataset: str, start: str, end: str, window_size: str,
-             workers: int | None, config: Path | None, as_json: bool,
-             **flags: Any) -> None:
+def backfill(
+    dataset: str,
+    start: str,
+    end: str,
+    window_size: str,
+    workers: int | None,
+    config: Path | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Load a long range window by window, several exports at once.
 
     Each window is loaded in its own transaction and checkpointed; run the
@@ -374,15 +454,21 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
         raise ConfigError(f"--end {last} is before --start {first}; swap them.")
     days = _parse_days(window_size)
     with output.live_progress(not as_json):
-        result = run_backfill(load_dataset(dataset), first, last, settings,
-                              window_days=days)
+        result = run_backfill(
+            load_dataset(dataset), first, last, settings, window_days=days
+        )
     if as_json:
-        click.echo(json.dumps({
-            "dataset": result.dataset,
-            "windows_loaded": [s.as_dict() for s in result.loaded],
-            "windows_skipped": [w.to_filter() for w in result.skipped],
-            "rows_read": result.rows_read,
-        }, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "dataset": result.dataset,
+                    "windows_loaded": [s.as_dict() for s in result.loaded],
+                    "windows_skipped": [w.to_filter() for w in result.skipped],
+                    "rows_read": result.rows_read,
+                },
+                indent=2,
+            )
+        )
         return
     click.echo(
         f"{result.dataset}: {output.plural(len(result.loaded), 'window')} loaded, "
@@ -394,14 +480,19 @@ def backfill(dataset: str, start: str, end: str, window_size: str,
 def _parse_days(text: str) -> int:
     value = text.strip().lower().removesuffix("d")
     if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"Invalid --window {text!r}: expected a number of days "
-                          "such as 7d.")
+        raise ConfigError(
+            f"Invalid --window {text!r}: expected a number of days such as 7d."
+        )
     return int(value)
 
 
 @main.command()
-@click.option("--dataset", default="authorizations/detail", show_default=True,
-              help="Dataset to read one row of.")
+@click.option(
+    "--dataset",
+    default="authorizations/detail",
+    show_default=True,
+    help="Dataset to read one row of.",
+)
 @_config_option
 @_handle_errors
 def check(dataset: str, config: Path | None) -> None:
@@ -432,12 +523,17 @@ def schemas() -> None:
 
 @schemas.command("pull")
 @click.argument("names", nargs=-1, metavar="[DATASET]...")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the refreshed files under DIR instead of in place.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the refreshed files under DIR instead of in place.",
+)
 @_config_option
 @_handle_errors
-def schemas_pull(names: tuple[str, ...], directory: Path | None,
-                 config: Path | None) -> None:
+def schemas_pull(
+    names: tuple[str, ...], directory: Path | None, config: Path | None
+) -> None:
     """Refresh schema files from DiVA's schema endpoint and print the changes.
 
     Without DATASET, every dataset is refreshed. The files are rewritten in

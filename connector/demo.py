@@ -76,18 +76,19 @@ def run_demo(
         f"Loaded {DATASET} for {window}: {summary.rows_read:,} rows in "
         f"{summary.seconds:.1f} s."
     )
-    echo(f"Checked against the sandbox: {rows:,} rows, amounts totalling {total} match.")
+    echo(
+        f"Checked against the sandbox: {rows:,} rows, amounts totalling {total} match."
+    )
     echo("")
     parquet_root = directory / "authorizations" / "detail"
     echo(f"Parquet:  {parquet_root}")
     echo(
-        f"  {sys.executable} -c \"import pandas as pd; print(pd.read_parquet("
+        f'  {sys.executable} -c "import pandas as pd; print(pd.read_parquet('
         f"'{parquet_root}', dtype_backend='pyarrow').dtypes)\""
     )
     echo(f"SQLite:   {database} (table {TABLE})")
     echo(
-        f"  sqlite3 {database} \"SELECT network, COUNT(*) FROM {TABLE} "
-        "GROUP BY network\""
+        f'  sqlite3 {database} "SELECT network, COUNT(*) FROM {TABLE} GROUP BY network"'
     )
 
 

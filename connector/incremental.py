@@ -224,15 +224,18 @@ def backfill(
     if skipped:
         log.info(
             "Resuming the backfill of %s: %d of %d windows already loaded.",
-            dataset.name, len(skipped), len(windows),
+            dataset.name,
+            len(skipped),
+            len(windows),
         )
 
     client = client or DivaClient(settings)
     load_lock = threading.Lock()
 
     def run_one(window: Window) -> RunSummary:
-        summary = run_window(dataset, window, settings, client=client,
-                             load_lock=load_lock)
+        summary = run_window(
+            dataset, window, settings, client=client, load_lock=load_lock
+        )
         checkpoints.mark_done(window)
         log.info("Loaded %s for %s: %d rows.", dataset.name, window, summary.rows_read)
         return summary

@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         "set bad rows aside in a rejects file and table.",
     )
     chunk_bytes: int = Field(
-        2 * 1024 * 1024,
+        1024 * 1024,
         ge=64 * 1024,
         description="Bytes of CSV parsed per batch; bounds memory use.",
     )

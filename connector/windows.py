@@ -76,4 +76,7 @@ def split_window(window: Window) -> list[Window] | None:
     if seconds < 1:
         return None
     middle = window.start + timedelta(seconds=seconds // 2)
-    return [Window(window.start, middle), Window(middle + timedelta(seconds=1), window.end)]
+    return [
+        Window(window.start, middle),
+        Window(middle + timedelta(seconds=1), window.end),
+    ]

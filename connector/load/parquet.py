@@ -266,6 +266,7 @@ class ParquetBatchWriter(_CommittingWriter):
         self._unsplit_rows = 0
         self._unsplit_bytes = 0
         self._row_bytes = 0.0
+        self._dictionary_columns = None
         self._key_chunks = _key_chunks_for(dataset, self._schema)
         self._rows = 0
         self._rows_superseded = 0

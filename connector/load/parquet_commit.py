@@ -84,7 +84,7 @@ class _CommittingWriter(_DeduplicatingWriter):
         # gets no rows from this load (see the module docstring).
         self._upsert = None
         if window is None and self._dataset.key:
-            self._upsert = self._load_keys()
+            self._upsert = _Upsert(self._load_keys, self._rows)
         plan = []
         for folder in sorted(folders):
             names = self._list_visible(folder)

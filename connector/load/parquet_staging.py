@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 
 #: Arrow memory buffered across all partitions, in bytes, before every
 #: buffer is written out as a row group, smaller than `row_group_rows` rows.
-_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+_MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 
 #: Rows gathered from incoming batches before they are split by day, unless
 #: they reach a quarter of `_MAX_BUFFERED_BYTES` first. Sorting many small
 #: batches at once costs less than sorting each.
 _SPLIT_ROWS = 64 * 1024
+
+#: Rows of the first split that decide which columns are dictionary-encoded.
+_DICTIONARY_SAMPLE_ROWS = 8192
 
 #: Staging files kept open at once, split evenly between the writer threads.
 #: Past it, a thread finishes its least recently used file, and that
@@ -169,6 +172,7 @@ class _StagingWriter:
     _unsplit: list[pa.RecordBatch]
     _unsplit_rows: int
     _unsplit_bytes: int
+    _dictionary_columns: list[str] | None
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Return `batch` with the dataset's schema, or raise if it differs."""
@@ -200,6 +204,8 @@ class _StagingWriter:
             return
         rows = pa.Table.from_batches(self._unsplit, self._schema)
         self._unsplit, self._unsplit_rows, self._unsplit_bytes = [], 0, 0
+        if self._dictionary_columns is None:
+            self._dictionary_columns = _repeating_columns(rows)
         try:
             for folder, day_rows in self._split(rows):
                 # The slices of one split share its buffers, so each is
@@ -339,8 +345,12 @@ class _StagingWriter:
     ) -> tuple[pq.ParquetWriter, _ChecksumStream]:
         self._fs.create_dir(posixpath.dirname(path), recursive=True)
         stream = _ChecksumStream(self._fs.open_output_stream(path))
+        dictionary = self._dictionary_columns if schema == self._schema else None
         writer = pq.ParquetWriter(
-            stream.buffered(), schema, compression=self._compression
+            stream.buffered(),
+            schema,
+            compression=self._compression,
+            use_dictionary=True if dictionary is None else dictionary,
         )
         return writer, stream
 
@@ -384,6 +394,27 @@ class _StagingWriter:
         if self._rejects.writer is not None:
             self._rejects.writer.close()
             self._rejects.stream.finish()
+
+
+def _repeating_columns(rows: pa.Table) -> list[str] | None:
+    """Name the columns worth dictionary-encoding, judged from a sample.
+
+    Dictionary encoding pays off when values repeat (codes, states,
+    currencies). For columns of mostly distinct values (tokens, times) it
+    only costs time: the encoder builds a dictionary, finds it too large
+    and starts over in plain encoding. Returns None, meaning every column,
+    when the sample is too small to judge.
+    """
+    if rows.num_rows < _DICTIONARY_SAMPLE_ROWS:
+        return None
+    import pyarrow.compute as pc
+
+    sample = rows.slice(0, _DICTIONARY_SAMPLE_ROWS)
+    return [
+        name
+        for name, column in zip(sample.column_names, sample.columns, strict=True)
+        if pc.count_distinct(column).as_py() <= sample.num_rows // 2
+    ]
 
 
 def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:

@@ -21,21 +21,36 @@ from connector.load.parquet_layout import _kept_name
 from connector.load.parquet_staging import _StagedFile, _StagingWriter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from connector.load.parquet_staging import _ChecksumStream
 
 
 @dataclass
 class _Upsert:
-    """The load's keys, and what the upsert found in the existing files."""
+    """The load's keys, and what the upsert found in the existing files.
 
-    keys: pa.Array
+    The keys are read by `read_keys` when first needed, which a load into
+    folders without files never does.
+    """
+
+    read_keys: Callable[[], pa.Array]
+    rows: int
     rows_replaced: int = 0
     found: list[pa.Array] = field(default_factory=list)
+    _keys: pa.Array | None = None
+
+    @property
+    def keys(self) -> pa.Array:
+        """One value per row of the load, as `_key_values` returns them."""
+        if self._keys is None:
+            self._keys = self.read_keys()
+        return self._keys
 
     def rows_inserted(self) -> int:
         """Count the load's rows whose key was in no existing file."""
         if not self.found:
-            return len(self.keys)
+            return self.rows
         found = pa.concat_arrays([a.cast(self.keys.type) for a in self.found])
         hit = pc.is_in(self.keys, value_set=pc.unique(found))
         return len(self.keys) - (pc.sum(hit).as_py() or 0)
@@ -53,7 +68,7 @@ class _UpsertingWriter(_StagingWriter):
     def _folder_path(self, folder: str) -> str:
         return posixpath.join(self._root, folder) if folder else self._root
 
-    def _load_keys(self) -> _Upsert:
+    def _load_keys(self) -> pa.Array:
         """Read the key columns back from the staged files of this load."""
         names = list(self._dataset.key)
         tables = [
@@ -65,8 +80,8 @@ class _UpsertingWriter(_StagingWriter):
             for staged in self._staged
         ]
         if not tables:
-            return _Upsert(pa.array([], pa.string()))
-        return _Upsert(self._key_values(pa.concat_tables(tables)))
+            return pa.array([], pa.string())
+        return self._key_values(pa.concat_tables(tables))
 
     def _key_values(self, table: pa.Table) -> pa.Array:
         """Return one comparable value per row for the dataset's key columns.

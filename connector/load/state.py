@@ -184,7 +184,9 @@ def read_state(stores: list[StateStore], dataset: Dataset) -> DatasetState | Non
     return min(states, key=lambda state: state.high_water)
 
 
-def write_state(stores: list[StateStore], dataset: Dataset, state: DatasetState) -> None:
+def write_state(
+    stores: list[StateStore], dataset: Dataset, state: DatasetState
+) -> None:
     """Record `state` in every store."""
     for store in stores:
         store.set(dataset, state)

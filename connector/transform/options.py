@@ -37,7 +37,7 @@ class TransformOptions:
 
     source_timezone: str = "UTC"
     on_bad_rows: str = "fail"
-    chunk_bytes: int = 2 * 1024 * 1024
+    chunk_bytes: int = 1024 * 1024
     max_uncompressed_bytes: int = 50 * 1024**3
     max_expansion_ratio: float = 1000.0
     ambiguous_times: str = "raise"
