@@ -107,8 +107,8 @@ from connector.datasets import Dataset, rejects_schema
 from connector.errors import ConfigError, LoadError, SchemaError
 from connector.load import parquet_staging
 from connector.load.base import BatchWriter, LoadResult
+from connector.load.keys import KeyTracker
 from connector.load.parquet_commit import _CommittingWriter
-from connector.load.parquet_duplicates import _key_chunks_for
 from connector.load.parquet_layout import (
     _REJECTS,
     _STAGING,
@@ -267,7 +267,7 @@ class ParquetBatchWriter(_CommittingWriter):
         self._unsplit_bytes = 0
         self._row_bytes = 0.0
         self._dictionary_columns = None
-        self._key_chunks = _key_chunks_for(dataset, self._schema)
+        self._keys = KeyTracker(dataset, self._schema)
         self._rows = 0
         self._rows_superseded = 0
         self._files_rewritten = 0
@@ -289,7 +289,7 @@ class ParquetBatchWriter(_CommittingWriter):
         self._unsplit.append(batch)
         self._unsplit_rows += batch.num_rows
         self._unsplit_bytes += batch.get_total_buffer_size()
-        self._keep_keys(batch)
+        self._keys.add(batch)
         self._rows += batch.num_rows
         if (
             self._unsplit_rows >= min(_SPLIT_ROWS, self._row_group_rows)

@@ -6,8 +6,8 @@ value of the dataset's date column. A row with a null date never beats a
 row with a date. Ties go to the later row in the order the rows were
 written. A dataset without a key keeps every row.
 
-A single integer key is collected while rows are written, and a load whose
-keys are all different ends there. Otherwise, at commit, only the key
+A single integer key is collected while rows are written (see
+`connector.load.keys`), and a load whose keys are all different ends there. Otherwise, at commit, only the key
 columns and the date column of the staged files are read back, into memory
 for all rows of the load at once. A load without duplicate keys leaves its
 staged files as they are. Otherwise each staged file holding a losing row is rewritten
@@ -20,7 +20,6 @@ import logging
 import posixpath
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,7 +28,7 @@ from connector.load.parquet_staging import _StagedFile
 from connector.load.parquet_upsert import _finish, _UpsertingWriter
 
 if TYPE_CHECKING:
-    from connector.datasets import Dataset
+    from connector.load.keys import KeyTracker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
     _rows: int
     _rows_superseded: int
     _files_rewritten: int
-    _key_chunks: list[pa.Array] | None
+    _keys: KeyTracker
 
     def _drop_superseded(self) -> None:
         """Rewrite the staged files that contain rows superseded by their key's winner.
@@ -62,7 +61,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
         """
         if not self._dataset.key or not self._staged:
             return
-        if self._key_chunks is not None and not _has_repeats(self._key_chunks):
+        if self._keys.all_distinct():
             return
 
         rows = self._read_keys_and_dates()
@@ -92,16 +91,6 @@ class _DeduplicatingWriter(_UpsertingWriter):
             ", ".join(self._dataset.key),
             len(rewritten),
         )
-
-    def _keep_keys(self, batch: pa.RecordBatch) -> None:
-        """Keep the key values of `batch` for the check for repeated keys."""
-        if self._key_chunks is None:
-            return
-        keys = batch.column(self._dataset.key[0])
-        if keys.null_count:
-            self._key_chunks = None
-        else:
-            self._key_chunks.append(keys)
 
     def _read_keys_and_dates(self) -> pa.Table:
         """Read one row per staged row: key value, date, file index, row number."""
@@ -161,28 +150,6 @@ class _DeduplicatingWriter(_UpsertingWriter):
         return _StagedFile(
             staged.partition, name, rows, stream.size, stream.hexdigest()
         )
-
-
-def _key_chunks_for(dataset: Dataset, schema: pa.Schema) -> list[pa.Array] | None:
-    """Return an empty list to collect keys in, or None if keys are read back.
-
-    A single integer key is kept in memory while rows are written (8 bytes
-    a row), so that a load without repeated keys needs no second read.
-    """
-    if len(dataset.key) != 1:
-        return None
-    if not pa.types.is_integer(schema.field(dataset.key[0]).type):
-        return None
-    return []
-
-
-def _has_repeats(chunks: list[pa.Array]) -> bool:
-    """Tell whether any integer value occurs twice among `chunks`."""
-    if not chunks:
-        return False
-    values = np.concatenate([chunk.to_numpy() for chunk in chunks])
-    values.sort()
-    return bool(np.any(values[1:] == values[:-1]))
 
 
 def _losing_rows(rows: pa.Table) -> pa.Table:

@@ -98,6 +98,12 @@ class StagingMerger:
             row[SEQUENCE_COLUMN] = first_seq + offset
         self.conn.execute(self._stage_table.insert(), rows)
 
+    def finish_stage(self) -> None:
+        """Complete the staging of the batches sent so far; merge runs it first."""
+
+    def cancel_stage(self) -> None:
+        """Stop a staging still in progress, so the connection can roll back."""
+
     def drop_stage(self) -> None:
         """Drop the staging table when it outlives the transaction."""
         self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.quote(self.stage)}")
@@ -107,15 +113,21 @@ class StagingMerger:
         mode: str,
         rows_staged: int,
         replace_range: tuple[date, date] | None = None,
+        *,
+        keys_unique: bool = False,
     ) -> MergeCounts:
         """Write the staged rows into the target table according to `mode`.
 
         `rows_staged` is the number of rows staged; when it equals the number
         of distinct keys, the merge reads the staging table as it is and
-        skips ranking duplicates. `replace_range` is the `[start, end)` range
-        of the date column that `replace` mode empties first (see
-        `replace`).
+        skips ranking duplicates. `keys_unique` tells that the caller has
+        checked that no key repeats, which spares counting them in SQL where
+        the merge can count inserts and updates itself. `replace_range` is
+        the `[start, end)` range of the date column that `replace` mode
+        empties first (see `replace`).
         """
+        self.finish_stage()
+        self._keys_unique = keys_unique
         written, existing = self._count_keys(rows_staged)
         self._has_duplicates = written < rows_staged
         if mode == "replace":
@@ -272,6 +284,12 @@ class StagingMerger:
         """Return the number of distinct staged keys and how many the table holds."""
         if not self.dataset.key:
             return rows_staged, 0
+        if self._keys_unique:
+            existing = self.conn.exec_driver_sql(
+                f"SELECT count(*) FROM {self.quote(self.stage)} staged "
+                f"JOIN {self._target} t ON {self._key_join('staged', 't')}"
+            ).scalar_one()
+            return rows_staged, int(existing)
         keys = ", ".join(self.quote(k) for k in self.dataset.key)
         first_key = self.quote(self.dataset.key[0])
         row = self.conn.exec_driver_sql(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
+import shutil
 import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import sqlalchemy as sa
 
 from connector.errors import LoadError
 from connector.load.sql_exact_text import _exact_text
@@ -29,8 +37,14 @@ class MySqlMerger(StagingMerger):
     `LOAD DATA LOCAL INFILE` is used when the client and the server both
     allow it, i.e. the URL carries `?local_infile=1`. It stays opt-in
     because a client with that option lets the server read any file the
-    client process can read.
+    client process can read. One statement loads every batch of the load:
+    it reads a named pipe that the batches are written to, on a thread of
+    its own, so the server stores rows while the client types the next
+    batches. Where named pipes do not exist, each batch goes through a
+    file of its own.
     """
+
+    _pipe: _PipeLoad | None = None
 
     def create_stage(self) -> None:
         """Create the staging table and choose how batches reach it."""
@@ -44,7 +58,13 @@ class MySqlMerger(StagingMerger):
             for column in batch.columns
         ]
         if self._load_data:
-            self._load_file(arrays, _sequence(batch, first_seq))
+            data = self._csv_bytes(arrays, _sequence(batch, first_seq))
+            if _PIPES:
+                if self._pipe is None:
+                    self._pipe = _PipeLoad(self.conn, self._load_data_sql)
+                self._pipe.write(data)
+            else:
+                self._load_file(data)
             return
 
         # PyMySQL turns executemany of one INSERT ... VALUES into multi-row
@@ -79,7 +99,7 @@ class MySqlMerger(StagingMerger):
             )
         return bool(allowed)
 
-    def _load_file(self, arrays: list[pa.Array], sequence: pa.Array) -> None:
+    def _csv_bytes(self, arrays: list[pa.Array], sequence: pa.Array) -> memoryview:
         arrays = [
             pc.cast(a, pa.int8()) if pa.types.is_boolean(a.type) else a for a in arrays
         ]
@@ -91,17 +111,38 @@ class MySqlMerger(StagingMerger):
         options = pa_csv.WriteOptions(
             include_header=False, quoting_style="all_valid", null_string="NULL"
         )
+        buffer = io.BytesIO()
+        pa_csv.write_csv(table, buffer, options)
+        return buffer.getbuffer()
+
+    def _load_data_sql(self, path: str) -> str:
+        return (
+            f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {self.quote(self.stage)} "
+            "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' "
+            "OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
+            f"({self._stage_columns})"
+        )
+
+    def _load_file(self, data: memoryview) -> None:
         with tempfile.TemporaryDirectory(prefix="diva-load-") as folder:
             path = os.path.join(folder, "batch.csv")
-            pa_csv.write_csv(table, path, options)
-            self.conn.exec_driver_sql(
-                f"LOAD DATA LOCAL INFILE %s INTO TABLE {self.quote(self.stage)} "
-                "CHARACTER SET utf8mb4 FIELDS TERMINATED BY ',' "
-                "OPTIONALLY ENCLOSED BY '\"' ESCAPED BY '' "
-                f"({self._stage_columns})",
-                (path,),
-            )
+            with open(path, "wb") as file:
+                file.write(data)
+            self.conn.exec_driver_sql(self._load_data_sql(path))
         self._raise_on_warnings()
+
+    def finish_stage(self) -> None:
+        """Wait for the `LOAD DATA` reading the pipe; raise its error or warning."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.finish()
+            self._raise_on_warnings()
+
+    def cancel_stage(self) -> None:
+        """End the pipe early; the rows it loaded are rolled back."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.cancel()
 
     def _raise_on_warnings(self) -> None:
         # With LOCAL, the server turns data errors into warnings even in
@@ -148,3 +189,93 @@ class MySqlMerger(StagingMerger):
 
         flags = getattr(self.conn.connection.driver_connection, "client_flag", 0)
         return bool(flags & CLIENT.FOUND_ROWS)
+
+
+#: Named pipes exist (POSIX); elsewhere each batch is loaded from a file.
+_PIPES = hasattr(os, "mkfifo")
+
+#: Seconds to wait for the server to open the pipe before giving up.
+_PIPE_OPEN_S = 60.0
+
+
+class _PipeLoad:
+    """A `LOAD DATA LOCAL INFILE` of a named pipe, running on its own thread.
+
+    The pipe lives in a private temporary folder. The statement's thread is
+    the only user of the connection until `finish` or `cancel` returns.
+    """
+
+    def __init__(self, conn: sa.Connection, statement: Callable[[str], str]) -> None:
+        self._folder = tempfile.mkdtemp(prefix="diva-load-")
+        path = os.path.join(self._folder, "stage.csv")
+        os.mkfifo(path, 0o600)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(conn, statement(path)),
+            name="mysql-load-data",
+            daemon=True,
+        )
+        self._thread.start()
+        self._sink = self._open_sink(path)
+
+    def _run(self, conn: sa.Connection, statement: str) -> None:
+        try:
+            conn.exec_driver_sql(statement)
+        except BaseException as err:  # noqa: BLE001 - re-raised by finish
+            self._error = err
+
+    def _open_sink(self, path: str) -> BinaryIO | None:
+        # Opening a pipe for writing blocks until a reader opens it, and the
+        # reader is the driver, once the server asks for the file. Polling
+        # without blocking lets a statement that fails early be noticed.
+        deadline = time.monotonic() + _PIPE_OPEN_S
+        while True:
+            try:
+                descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as err:
+                if err.errno != errno.ENXIO:
+                    raise
+            else:
+                os.set_blocking(descriptor, True)
+                return os.fdopen(descriptor, "wb")
+            if not self._thread.is_alive():
+                return None
+            if time.monotonic() > deadline:
+                raise LoadError(
+                    f"MariaDB/MySQL did not start reading the staged rows within "
+                    f"{_PIPE_OPEN_S:.0f} s."
+                )
+            time.sleep(0.005)
+
+    def write(self, data: memoryview) -> None:
+        """Send CSV rows to the statement; raise its error if it stopped."""
+        if self._sink is None:
+            self.finish()
+        try:
+            self._sink.write(data)
+        except BrokenPipeError:
+            self.finish()
+            raise
+
+    def finish(self) -> None:
+        """Close the pipe, wait for the statement and raise its error."""
+        self._close()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Close the pipe and wait for the statement, ignoring its error."""
+        self._close()
+
+    def _close(self) -> None:
+        sink, self._sink = self._sink, None
+        try:
+            if sink is not None:
+                try:
+                    sink.close()
+                except BrokenPipeError:
+                    pass
+            self._thread.join()
+        finally:
+            shutil.rmtree(self._folder, ignore_errors=True)

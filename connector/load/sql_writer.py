@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from connector.errors import LoadError
 from connector.load.base import LoadResult
+from connector.load.keys import KeyTracker
 from connector.load.sql_dialects import (
     MergeCounts,
     StagingMerger,
@@ -94,6 +95,7 @@ class SqlBatchWriter:
         self._schema = dataset.arrow_schema()
         self._rejects: sa.Table | None = None
         self._merger: StagingMerger | None = None
+        self._keys = KeyTracker(dataset, self._schema)
         self._session_restore: list[Callable[[], None]] = []
         #: Smallest and largest value of the date column among the staged rows.
         self._date_range: tuple[date, date] | None = None
@@ -153,6 +155,7 @@ class SqlBatchWriter:
             if batch.num_rows:
                 self._merger.stage_batch(batch, self.rows_read)
                 self._track_date_range(batch)
+                self._keys.add(batch)
             self.rows_read += batch.num_rows
 
     def _track_date_range(self, batch: pa.RecordBatch) -> None:
@@ -178,6 +181,8 @@ class SqlBatchWriter:
             return
         action = f"Writing rejects to {self.rejects_table_name} failed"
         with self._rolled_back_on_error(action):
+            # The connection runs one statement at a time: end the staging.
+            self._merger.finish_stage()
             if self._rejects is None:
                 # On MariaDB/MySQL this CREATE commits implicitly. Until
                 # commit() only the session's temporary staging table has
@@ -208,7 +213,10 @@ class SqlBatchWriter:
         action = f"Loading into {self.sink} failed"
         with self._rolled_back_on_error(action, window, export_token):
             counts = self._merger.merge(
-                self.mode, self.rows_read, self._replace_range(window)
+                self.mode,
+                self.rows_read,
+                self._replace_range(window),
+                keys_unique=self._keys.all_distinct(),
             )
             row = self._audit_row("succeeded", window, export_token, counts)
             self.connection.execute(self._audit.insert(), row)
@@ -444,6 +452,8 @@ class SqlBatchWriter:
     def _discard(self) -> None:
         """Roll back and close the connection, whatever state it is in."""
         try:
+            if self._merger is not None:
+                self._merger.cancel_stage()
             self.connection.rollback()
             self._close()
         except Exception as err:  # noqa: BLE001 - the connection may be dead

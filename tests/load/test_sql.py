@@ -1009,3 +1009,82 @@ def test_long_merchant_name_is_kept_or_rejected(long_name_warehouse):
     assert "merchant_name" in message
     assert "256 > 255" in message
     assert too_long.column("token")[0].as_py() in message
+
+
+# --- staging many batches -----------------------------------------------------
+
+
+ORDERS = make_dataset(
+    [("order_id", "bigint"), ("ts", "timestamp"), ("state", "varchar(20)")],
+    key=("order_id",),
+)
+
+
+def order_batch(ids: range, state: str) -> pa.RecordBatch:
+    return make_batch(
+        ORDERS,
+        [{"order_id": n, "ts": T0 + timedelta(seconds=n), "state": state} for n in ids],
+    )
+
+
+def test_integer_key_counts_inserts_and_updates(warehouse):
+    warehouse.load(ORDERS, order_batch(range(0, 100), "NEW"))
+
+    result = warehouse.load(
+        ORDERS,
+        *[
+            order_batch(range(start, start + 25), "PAID")
+            for start in range(50, 150, 25)
+        ],
+    )
+
+    assert result.rows_written == 100
+    assert result.rows_inserted == 50
+    assert result.rows_updated == 50
+    rows = warehouse.rows(ORDERS)
+    assert len(rows) == 150
+    assert rows[(49,)]["state"] == "NEW"
+    assert rows[(50,)]["state"] == "PAID"
+
+
+def test_integer_key_repeated_across_batches_keeps_the_later_row(warehouse):
+    result = warehouse.load(
+        ORDERS, order_batch(range(0, 10), "FIRST"), order_batch(range(5, 15), "SECOND")
+    )
+
+    assert result.rows_written == 15
+    assert result.rows_superseded == 5
+    rows = warehouse.rows(ORDERS)
+    assert [rows[(n,)]["state"] for n in (4, 5, 14)] == ["FIRST", "SECOND", "SECOND"]
+
+
+def test_rejects_between_batches_keep_every_row(warehouse):
+    rejects = pa.Table.from_pylist(
+        [{"file": "e.csv", "line": 3, "column": "ts", "reason": "bad", "record": "x"}],
+        schema=rejects_schema(),
+    )
+    writer = warehouse.open(ORDERS)
+    writer.write(order_batch(range(0, 40), "A"))
+    writer.write_rejects(rejects)
+    writer.write(order_batch(range(40, 80), "B"))
+
+    result = writer.commit(None, None)
+
+    assert result.rows_written == 80
+    assert result.rows_rejected == 1
+    assert len(warehouse.rows(ORDERS)) == 80
+
+
+def test_abort_after_many_batches_leaves_table_and_allows_next_load(warehouse):
+    warehouse.load(ORDERS, order_batch(range(0, 10), "KEPT"))
+    writer = warehouse.open(ORDERS)
+    for start in range(0, 2000, 50):
+        writer.write(order_batch(range(start, start + 50), "LOST"))
+
+    writer.abort()
+
+    rows = warehouse.rows(ORDERS)
+    assert len(rows) == 10
+    assert {row["state"] for row in rows.values()} == {"KEPT"}
+    result = warehouse.load(ORDERS, order_batch(range(10, 20), "NEXT"))
+    assert result.rows_inserted == 10
