@@ -7,11 +7,12 @@ row with a date. Ties go to the later row in the order the rows were
 written. A dataset without a key keeps every row.
 
 A single integer key is collected while rows are written (see
-`connector.load.keys`), and a load whose keys are all different ends there. Otherwise, at commit, only the key
-columns and the date column of the staged files are read back, into memory
-for all rows of the load at once. A load without duplicate keys leaves its
-staged files as they are. Otherwise each staged file holding a losing row is rewritten
-without it before the swap, so the swap stays the same.
+`connector.load.keys`), and a load whose keys are all different ends
+there. Otherwise, at commit, only the key columns and the date column of
+the staged files are read back, into memory for all rows of the load at
+once. A load without duplicate keys leaves its staged files as they are.
+Otherwise each staged file holding a losing row is rewritten without it
+before the swap, so the swap stays the same.
 """
 
 from __future__ import annotations

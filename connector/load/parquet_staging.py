@@ -39,7 +39,7 @@ _MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 #: Rows gathered from incoming batches before they are split by day, unless
 #: they reach a quarter of `_MAX_BUFFERED_BYTES` first. Sorting many small
 #: batches at once costs less than sorting each.
-_SPLIT_ROWS = 64 * 1024
+_SPLIT_ROWS = 32 * 1024
 
 #: Rows of the first split that decide which columns are dictionary-encoded.
 _DICTIONARY_SAMPLE_ROWS = 8192
@@ -265,12 +265,21 @@ class _StagingWriter:
         if self._buffered_bytes > _MAX_BUFFERED_BYTES:
             # Every partition is written out, not only the largest: slices of
             # one split share its buffers, which stay alive while any slice
-            # is buffered.
+            # is buffered. The previous round of writes must be done, so at
+            # most two buffers' worth of rows are in memory; this round then
+            # runs on the writer threads while the caller reads on.
+            self._drain()
+            pa.default_memory_pool().release_unused()
             for other in self._partitions.values():
-                self._flush(other, whole_groups=False)
+                self._flush(other, whole_groups=False, wait=False)
 
-    def _flush(self, part: _Partition, *, whole_groups: bool) -> None:
-        """Write a partition's buffered rows, or only its full row groups."""
+    def _flush(
+        self, part: _Partition, *, whole_groups: bool, wait: bool = True
+    ) -> None:
+        """Write a partition's buffered rows, or only its full row groups.
+
+        With `wait` false, the write is queued however many are queued.
+        """
         table = pa.Table.from_batches(part.batches, self._schema)
         count = table.num_rows
         if whole_groups:
@@ -279,7 +288,7 @@ class _StagingWriter:
             return
 
         lane = self._lanes[part.lane]
-        self._submit(lane, self._write_rows, part, table.slice(0, count))
+        self._submit(lane, self._write_rows, part, table.slice(0, count), wait=wait)
 
         rest = table.slice(count)
         rest_bytes = part.nbytes * rest.num_rows / table.num_rows
@@ -288,7 +297,9 @@ class _StagingWriter:
         part.rows = rest.num_rows
         part.nbytes = rest_bytes
 
-    def _submit(self, lane: _Lane, task: Callable[..., None], *args: Any) -> None:
+    def _submit(
+        self, lane: _Lane, task: Callable[..., None], *args: Any, wait: bool = True
+    ) -> None:
         """Queue `task` on `lane`'s thread; wait while too many are queued.
 
         Parquet encoding releases the GIL, so the threads encode and compress
@@ -299,7 +310,7 @@ class _StagingWriter:
         if lane.executor is None:
             lane.executor = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
         lane.pending.append(lane.executor.submit(task, *args))
-        while len(lane.pending) > _MAX_PENDING_TASKS:
+        while wait and len(lane.pending) > _MAX_PENDING_TASKS:
             lane.pending.popleft().result()
 
     def _drain(self) -> None:
