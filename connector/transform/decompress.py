@@ -67,7 +67,7 @@ class Payload:
     path: Path
     member: str | None
     compression: str
-    _guard: _GuardedReader
+    _guard: _Guard
     _file: BinaryIO
 
     @property
@@ -124,7 +124,11 @@ def _open_layers(raw: BinaryIO, path: Path, options: TransformOptions) -> Payloa
     else:
         _reject_other_compression(head, path)
 
-    stream = io.BufferedReader(_ErrorMapper(stream, path, "zip" if member else None))
+    # Each layer counts what it returns; the innermost layer's count is the
+    # CSV's size. It is known to be innermost only after its first read.
+    mapper = _ErrorMapper(stream, path, "zip" if member else None)
+    mapper.guard = _Guard(path, size, options)
+    stream = io.BufferedReader(mapper, buffer_size=_READ_BUFFER_BYTES)
     while stream.peek(2)[:2] == GZIP_MAGIC:
         if len(layers) >= MAX_GZIP_LAYERS:
             raise DataError(
@@ -133,14 +137,15 @@ def _open_layers(raw: BinaryIO, path: Path, options: TransformOptions) -> Payloa
                 path=str(path),
             )
         gzip_file = _gzip.GzipFile(fileobj=stream, mode="rb")
-        stream = io.BufferedReader(_ErrorMapper(gzip_file, path, "gzip"))
+        mapper = _ErrorMapper(gzip_file, path, "gzip")
+        mapper.guard = _Guard(path, size, options)
+        stream = io.BufferedReader(mapper, buffer_size=_READ_BUFFER_BYTES)
         layers.append("gzip")
 
-    guard = _GuardedReader(stream, path, size, options)
-    buffered = io.BufferedReader(guard, buffer_size=_READ_BUFFER_BYTES)
+    guard = mapper.guard
     compression = "+".join(layers) or "none"
     log.debug("Opened %s (%s, %d bytes on disk).", path, compression, size)
-    return Payload(buffered, path, member, compression, guard, raw)
+    return Payload(stream, path, member, compression, guard, raw)
 
 
 def _reject_other_compression(head: bytes, path: Path) -> None:
@@ -229,19 +234,23 @@ def _pick_csv_member(infos: list[zipfile.ZipInfo], path: Path) -> zipfile.ZipInf
 
 
 class _ErrorMapper(io.RawIOBase):
-    """Turn a decompressor's low-level errors into `DownloadError`."""
+    """Turn a decompressor's low-level errors into `DownloadError`.
+
+    It also passes what it returns to its `guard`.
+    """
 
     def __init__(self, inner: BinaryIO, path: Path, layer: str | None) -> None:
         self._inner = inner
         self._path = path
         self._layer = layer
+        self.guard: _Guard | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
         try:
-            return self._inner.readinto(buffer)
+            count = self._inner.readinto(buffer)
         except (EOFError, OSError, zlib.error, _IsalError, zipfile.BadZipFile) as err:
             kind = self._layer or "file"
             raise DownloadError(
@@ -249,23 +258,23 @@ class _ErrorMapper(io.RawIOBase):
                 "download the export again.",
                 path=str(self._path),
             ) from err
+        if self.guard is not None and count:
+            self.guard.check(buffer, count)
+        return count
 
     def close(self) -> None:
         self._inner.close()
         super().close()
 
 
-class _GuardedReader(io.RawIOBase):
+class _Guard:
     """Count decompressed bytes and stop at the decompression bomb limits.
 
     It also notes whether any NUL byte went by, so that the values of a file
     without one need no search for it.
     """
 
-    def __init__(
-        self, inner: BinaryIO, path: Path, file_bytes: int, options: TransformOptions
-    ) -> None:
-        self._inner = inner
+    def __init__(self, path: Path, file_bytes: int, options: TransformOptions) -> None:
         self._path = path
         self._file_bytes = max(file_bytes, 1)
         self._max_bytes = options.max_uncompressed_bytes
@@ -273,13 +282,10 @@ class _GuardedReader(io.RawIOBase):
         self.total = 0
         self.nul_seen = False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        count = self._inner.readinto(buffer)
+    def check(self, buffer, count: int) -> None:
+        """Account for `count` bytes just read into `buffer`."""
         self.total += count
-        if count and not self.nul_seen:
+        if not self.nul_seen:
             # The smallest byte is 0 exactly when the block holds a NUL.
             self.nul_seen = int(np.frombuffer(buffer, np.uint8, count).min()) == 0
         if self.total > self._max_bytes:
@@ -298,8 +304,3 @@ class _GuardedReader(io.RawIOBase):
                 "the export is genuine.",
                 path=str(self._path),
             )
-        return count
-
-    def close(self) -> None:
-        self._inner.close()
-        super().close()

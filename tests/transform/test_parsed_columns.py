@@ -8,6 +8,7 @@ results and the error messages are those of the text path.
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -157,3 +158,21 @@ def test_empty_required_number_is_named(tmp_path, cases_dataset):
     assert info.value.line == 1236
     assert info.value.column == "amount"
     assert "does not allow nulls" in str(info.value)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_nul_in_first_row_is_found_under_any_compression(
+    tmp_path, cases_dataset, layers
+):
+    text = "\n".join([HEADER, _row(0, merchant_name="a\x00b"), _row(1)]) + "\n"
+    data = text.encode()
+    for _ in range(layers):
+        data = gzip.compress(data)
+    path = tmp_path / "export.csv"
+    path.write_bytes(data)
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, cases_dataset)
+
+    assert info.value.line == 2
+    assert info.value.column == "merchant_name"
