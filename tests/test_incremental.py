@@ -197,9 +197,14 @@ class FakeTime:
             return self.now
 
     def sleep(self, seconds):
+        import time
+
         with self._lock:
             self.sleeps.append(seconds)
             self.now += seconds
+        # Let other threads run, or polling threads that never really sleep
+        # can starve the sandbox thread that builds the export.
+        time.sleep(0.001)
 
 
 def test_backfill_workers_share_request_budget(sandbox, sandbox_settings, tmp_path):
