@@ -197,6 +197,9 @@ _PIPES = hasattr(os, "mkfifo")
 #: Seconds to wait for the server to open the pipe before giving up.
 _PIPE_OPEN_S = 60.0
 
+#: Seconds to wait for a statement whose pipe could not be opened to end.
+_PIPE_ABANDON_S = 5.0
+
 
 class _PipeLoad:
     """A `LOAD DATA LOCAL INFILE` of a named pipe, running on its own thread.
@@ -217,7 +220,13 @@ class _PipeLoad:
             daemon=True,
         )
         self._thread.start()
-        self._sink = self._open_sink(path)
+        self._path = path
+        self._sink: BinaryIO | None = None
+        try:
+            self._sink = self._open_sink(path)
+        except BaseException:
+            self._abandon()
+            raise
 
     def _run(self, conn: sa.Connection, statement: str) -> None:
         try:
@@ -267,6 +276,20 @@ class _PipeLoad:
     def cancel(self) -> None:
         """Close the pipe and wait for the statement, ignoring its error."""
         self._close()
+
+    def _abandon(self) -> None:
+        """Stop a statement whose pipe was never opened for writing."""
+        # A driver waiting to open the pipe for reading gets an empty file
+        # once a writer opens and closes it; the statement then ends. The
+        # driver may reach the pipe only later, so opening is retried.
+        deadline = time.monotonic() + _PIPE_ABANDON_S
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            try:
+                os.close(os.open(self._path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            self._thread.join(0.01)
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def _close(self) -> None:
         sink, self._sink = self._sink, None

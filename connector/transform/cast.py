@@ -168,9 +168,12 @@ def _check_precision(values: pa.Array, column: Column) -> pa.Array:
     # The CSV parser checks the precision of the text before rescaling it, so
     # `12345678901234567.0` passes as decimal(18, 2) with 19 digits.
     precision, scale = column.type.precision, column.type.scale
-    largest = Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
+    # Written out digit by digit: Decimal arithmetic would round to 28 digits.
+    largest = Decimal(
+        "9" * (precision - scale) + "." + "9" * scale if scale else "9" * precision
+    )
     low, high = pc.min_max(values).values()
-    if low.is_valid and (low.as_py() < -largest or high.as_py() > largest):
+    if low.is_valid and (low.as_py() < largest.copy_negate() or high.as_py() > largest):
         raise ValueProblem("more digits than the precision")
     return values
 
@@ -260,7 +263,7 @@ def _cast_bool(values: pa.Array) -> pa.Array:
     is_true = pc.is_in(lowered, value_set=_TRUE_TEXT)
     is_false = pc.is_in(lowered, value_set=_FALSE_TEXT)
     known = pc.or_(pc.or_(is_true, is_false), pc.is_null(values))
-    if not pc.all(known).as_py():
+    if not pc.all(known, min_count=0).as_py():
         raise ValueProblem("not a boolean; expected true/false, t/f or 1/0")
     return pc.if_else(is_true, True, pc.if_else(is_false, False, None))
 
@@ -270,7 +273,8 @@ def _cast_date(values: pa.Array) -> pa.Array:
         return pc.cast(values, pa.date32())
     except pa.ArrowInvalid:
         pass
-    if not pc.all(pc.match_substring_regex(values, _MIDNIGHT_DATE)).as_py():
+    midnight = pc.match_substring_regex(values, _MIDNIGHT_DATE)
+    if not pc.all(midnight, min_count=0).as_py():
         raise ValueProblem(
             "not a date; expected YYYY-MM-DD, optionally followed by a midnight "
             "time such as T00:00:00.000Z"

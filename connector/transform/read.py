@@ -162,6 +162,7 @@ class ExportReader:
         # What pyarrow converts each header column to while parsing; a
         # column falls back to text when one of its values does not fit.
         known = {column.name: column for column in self.dataset.columns}
+        self._resumed = False
         self._parse_types = {
             raw: parse_type(known[name]) if name in known else pa.string()
             for raw, name in zip(self._header, self._names, strict=True)
@@ -211,8 +212,13 @@ class ExportReader:
                 break
             except _ReadAsText as retry:
                 # Reading resumes after the rows already yielded, with this
-                # column as text, so that the cast names the bad value.
+                # column as text, so that the cast names the bad value. Each
+                # resumption parses the file again from its start, so after
+                # the first one every column is read as text.
                 self._parse_types[self._header[retry.position]] = pa.string()
+                if self._resumed:
+                    self._parse_types = dict.fromkeys(self._parse_types, pa.string())
+                self._resumed = True
                 log.debug(
                     "Reading column %s of %s as text from row %d on.",
                     self._names[retry.position],
@@ -269,6 +275,8 @@ class ExportReader:
         for index in sorted(problems):
             column_name, reason = problems[index]
             self._rejects.append(_Reject(offset + index, column_name, reason))
+        if len(problems) == text_batch.num_rows:
+            return pa.RecordBatch.from_pylist([], schema=self.schema)
         keep = [index not in problems for index in range(text_batch.num_rows)]
         arrays, failed = self._cast_columns(
             text_batch.filter(pa.array(keep)), may_hold_nul

@@ -1088,3 +1088,39 @@ def test_abort_after_many_batches_leaves_table_and_allows_next_load(warehouse):
     assert {row["state"] for row in rows.values()} == {"KEPT"}
     result = warehouse.load(ORDERS, order_batch(range(10, 20), "NEXT"))
     assert result.rows_inserted == 10
+
+
+def test_failure_before_load_data_pipe_opens_leaves_nothing_behind(
+    mariadb_url, monkeypatch
+):
+    import os
+    import threading
+
+    from connector.load import sql_mysql
+
+    def fails(self, path):
+        raise OSError("simulated failure opening the pipe")
+
+    folders = []
+    make_folder = sql_mysql.tempfile.mkdtemp
+
+    def recorded(**options):
+        folders.append(make_folder(**options))
+        return folders[-1]
+
+    warehouse = Warehouse(mariadb_url + "?local_infile=1")
+    try:
+        warehouse.load(ORDERS, order_batch(range(0, 5), "KEPT"))
+        monkeypatch.setattr(sql_mysql._PipeLoad, "_open_sink", fails)
+        monkeypatch.setattr(sql_mysql.tempfile, "mkdtemp", recorded)
+        writer = warehouse.open(ORDERS)
+        with pytest.raises(LoadError, match="simulated failure opening the pipe"):
+            writer.write(order_batch(range(5, 10), "LOST"))
+
+        loaders = [t for t in threading.enumerate() if t.name == "mysql-load-data"]
+        assert loaders == []
+        assert folders
+        assert not any(os.path.exists(folder) for folder in folders)
+        assert len(warehouse.rows(ORDERS)) == 5
+    finally:
+        warehouse.drop()

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from connector.datasets import Dataset
 from connector.errors import DataError
 
 from .conftest import CASE_HEADER, case_row, read_rows, write_csv
@@ -176,3 +177,63 @@ def test_nul_in_first_row_is_found_under_any_compression(
 
     assert info.value.line == 2
     assert info.value.column == "merchant_name"
+
+
+WIDE = Dataset.from_dict(
+    {
+        "view": "wide",
+        "aggregation": "detail",
+        "key": ["token"],
+        "date_column": None,
+        "columns": [
+            {"field": "token", "type": "varchar(10)", "nullable": False},
+            {"field": "amount", "type": "numeric(38,2)"},
+            {"field": "flag", "type": "boolean"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_38_digit_decimal_above_its_precision_is_rejected(tmp_path, sign):
+    value = sign + "1" + "0" * 36
+    path = write_csv(tmp_path, f"token,amount,flag\na,1.50,true\nb,{value},false\n")
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, WIDE)
+
+    assert info.value.line == 3
+    assert info.value.value == value
+    assert "more than 36 digits before the decimal point" in str(info.value)
+
+
+def test_quarantine_of_every_row_of_a_batch_keeps_going(tmp_path):
+    path = write_csv(tmp_path, "token,amount,flag\na,abc,true\n")
+
+    rows, reader = read_rows(path, WIDE, on_bad_rows="quarantine")
+
+    assert rows == []
+    assert reader.rejects().column("line").to_pylist() == [2]
+
+
+def test_bad_values_in_several_parsed_columns_are_all_quarantined(
+    tmp_path, cases_dataset
+):
+    bad = {
+        3990: {"amount": "x"},
+        3994: {"installment_count": "y"},
+        3997: {"settlement_date": "z"},
+    }
+    path = _export(tmp_path, bad)
+
+    rows, reader = read_rows(
+        path, cases_dataset, on_bad_rows="quarantine", chunk_bytes=SMALL_CHUNKS
+    )
+
+    assert len(rows) == ROWS - 3
+    rejects = reader.rejects().to_pylist()
+    assert [(r["line"], r["column"]) for r in rejects] == [
+        (3992, "amount"),
+        (3996, "installment_count"),
+        (3999, "settlement_date"),
+    ]
