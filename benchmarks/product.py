@@ -32,11 +32,13 @@ def upsert_warehouse(path: Path, url: str, table: str) -> int:
 def preload_modules(*, warehouse: bool) -> None:
     """Import the stages `load_file` imports lazily, so timing leaves them out.
 
-    The warehouse modules are imported only for a warehouse run: a Parquet
-    load never imports them, and they would add to its peak memory.
+    Only the sink of the run is imported: a Parquet load never imports the
+    warehouse modules, nor a warehouse load the Parquet ones, and unused
+    modules would add to the run's peak memory.
     """
-    import connector.load.parquet
     import connector.transform  # noqa: F401
 
     if warehouse:
         import connector.load.sql  # noqa: F401
+    else:
+        import connector.load.parquet  # noqa: F401

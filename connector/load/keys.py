@@ -1,9 +1,11 @@
-"""Tell whether the key of a load repeats, without asking the sink.
+"""Tell whether the integer key of a load repeats, by sorting its values.
 
-A load whose dataset has a single integer key keeps the key values of its
-batches (8 bytes a row) and sorts them once at the end. A load without
-repeated keys then skips the sink's own duplicate search: reading the keys
-back from Parquet files, or a `SELECT DISTINCT` over a staging table.
+A warehouse load whose dataset has a single integer key keeps the key
+values of its batches (8 bytes a row) and sorts them once at the end; a
+Parquet load reads them back from its staged files at commit, when its row
+buffers are gone. A load without repeated keys then skips the sink's own
+duplicate search: ranking every row by key and date in Parquet, or a
+`SELECT DISTINCT` over a staging table.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ class KeyTracker:
         ):
             self._chunks = []
 
+    @property
+    def key(self) -> str | None:
+        """The key column, or None when the keys are not tracked."""
+        return self._name if self._chunks is not None else None
+
     def add(self, batch: pa.RecordBatch) -> None:
         """Keep the key values of `batch`; a null key stops the tracking."""
+        if self._chunks is not None:
+            self.add_values(batch.column(self._name))
+
+    def add_values(self, keys: pa.Array) -> None:
+        """Keep key values; a null stops the tracking."""
         if self._chunks is None:
             return
-        keys = batch.column(self._name)
         if keys.null_count:
             self._chunks = None
         else:

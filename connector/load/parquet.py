@@ -107,7 +107,6 @@ from connector.datasets import Dataset, rejects_schema
 from connector.errors import ConfigError, LoadError, SchemaError
 from connector.load import parquet_staging
 from connector.load.base import BatchWriter, LoadResult
-from connector.load.keys import KeyTracker
 from connector.load.parquet_commit import _CommittingWriter
 from connector.load.parquet_layout import (
     _REJECTS,
@@ -267,7 +266,6 @@ class ParquetBatchWriter(_CommittingWriter):
         self._unsplit_bytes = 0
         self._row_bytes = 0.0
         self._dictionary_columns = None
-        self._keys = KeyTracker(dataset, self._schema)
         self._rows = 0
         self._rows_superseded = 0
         self._files_rewritten = 0
@@ -289,7 +287,6 @@ class ParquetBatchWriter(_CommittingWriter):
         self._unsplit.append(batch)
         self._unsplit_rows += batch.num_rows
         self._unsplit_bytes += batch.get_total_buffer_size()
-        self._keys.add(batch)
         self._rows += batch.num_rows
         if (
             self._unsplit_rows >= min(_SPLIT_ROWS, self._row_group_rows)

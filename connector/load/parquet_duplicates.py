@@ -6,7 +6,7 @@ value of the dataset's date column. A row with a null date never beats a
 row with a date. Ties go to the later row in the order the rows were
 written. A dataset without a key keeps every row.
 
-A single integer key is collected while rows are written (see
+A single integer key is first read back alone and sorted (see
 `connector.load.keys`), and a load whose keys are all different ends
 there. Otherwise, at commit, only the key columns and the date column of
 the staged files are read back, into memory for all rows of the load at
@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from connector.load.keys import KeyTracker
 from connector.load.parquet_staging import _StagedFile
 from connector.load.parquet_upsert import _finish, _UpsertingWriter
-
-if TYPE_CHECKING:
-    from connector.load.keys import KeyTracker
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,6 @@ class _DeduplicatingWriter(_UpsertingWriter):
     _rows: int
     _rows_superseded: int
     _files_rewritten: int
-    _keys: KeyTracker
 
     def _drop_superseded(self) -> None:
         """Rewrite the staged files that contain rows superseded by their key's winner.
@@ -62,7 +58,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
         """
         if not self._dataset.key or not self._staged:
             return
-        if self._keys.all_distinct():
+        if self._keys_all_distinct():
             return
 
         rows = self._read_keys_and_dates()
@@ -92,6 +88,18 @@ class _DeduplicatingWriter(_UpsertingWriter):
             ", ".join(self._dataset.key),
             len(rewritten),
         )
+
+    def _keys_all_distinct(self) -> bool:
+        """Tell whether a single integer key is known to repeat nowhere."""
+        tracker = KeyTracker(self._dataset, self._schema)
+        if tracker.key is None:
+            return False
+        for staged in self._staged:
+            path = posixpath.join(self._staging, staged.partition, staged.name)
+            table = pq.read_table(path, columns=[tracker.key], filesystem=self._fs)
+            for chunk in table.column(0).chunks:
+                tracker.add_values(chunk)
+        return tracker.all_distinct()
 
     def _read_keys_and_dates(self) -> pa.Table:
         """Read one row per staged row: key value, date, file index, row number."""

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Arrow memory buffered across all partitions, in bytes, before every
 #: buffer is written out as a row group, smaller than `row_group_rows` rows.
-_MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+_MAX_BUFFERED_BYTES = 48 * 1024 * 1024
 
 #: Rows gathered from incoming batches before they are split by day, unless
 #: they reach a quarter of `_MAX_BUFFERED_BYTES` first. Sorting many small
