@@ -1,7 +1,7 @@
 """Tell whether the integer key of a load repeats, by sorting its values.
 
 A warehouse load whose dataset has a single integer key keeps the key
-values of its batches (8 bytes a row) and sorts them once at the end; a
+values of its batches (8 bytes a row) and sorts them once at the end. A
 Parquet load reads them back from its staged files at commit, when its row
 buffers are gone. A load without repeated keys then skips the sink's own
 duplicate search: ranking every row by key and date in Parquet, or a

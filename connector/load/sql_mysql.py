@@ -236,7 +236,7 @@ class _PipeLoad:
 
     def _open_sink(self, path: str) -> BinaryIO | None:
         # Opening a pipe for writing blocks until a reader opens it, and the
-        # reader is the driver, once the server asks for the file. Polling
+        # reader is the driver, once the server requests the file. Polling
         # without blocking lets a statement that fails early be noticed.
         deadline = time.monotonic() + _PIPE_OPEN_S
         while True:
