@@ -201,7 +201,9 @@ class FakeTime:
 
         with self._lock:
             self.sleeps.append(seconds)
-            self.now += seconds
+            # At least a millisecond: a sleep shorter than the float step of
+            # a large `now` would leave the clock where it was, forever.
+            self.now += max(seconds, 0.001)
         # Let other threads run, or polling threads that never really sleep
         # can starve the sandbox thread that builds the export.
         time.sleep(0.001)

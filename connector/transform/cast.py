@@ -14,7 +14,7 @@ Accepted text, by kind:
   scale, or more digits than the precision, is an error: values are never
   rounded.
 - int16, int32, int64: `42`, `-7`. `1.0` and out-of-range values are errors.
-- bool: `true`/`false`, `t`/`f`, `1`/`0`, in any case.
+- bool: `true`/`false`, `t`/`f`, `1`/`0`, in any case, without spaces.
 - date: `YYYY-MM-DD`, optionally followed by a midnight time such as
   ` 00:00:00` or `T00:00:00.000Z`. Any other time of day is an error.
 - timestamp: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM:SS[.ffffff]`, and ISO 8601
@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -45,8 +46,14 @@ from connector.datasets import Column
 from connector.transform.options import TransformOptions
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
-_PARSED_KINDS = ("decimal", "int16", "int32", "int64", "date")
+#: Kinds whose text pyarrow's CSV parser trims of spaces and tabs.
+_TRIMMED_KINDS = ("decimal", "int16", "int32", "int64", "date")
+_PARSED_KINDS = (*_TRIMMED_KINDS, "bool")
 _PARSER_SPACE = " \t"
+#: The spellings of booleans pyarrow's parser reads; any other spelling
+#: that the text path accepts (`tRuE`) sends the column back to text.
+PARSED_TRUE = ["true", "t", "1", "TRUE", "T", "True"]
+PARSED_FALSE = ["false", "f", "0", "FALSE", "F", "False"]
 _TRUE_TEXT = pa.array(["true", "t", "1"])
 _FALSE_TEXT = pa.array(["false", "f", "0"])
 _MIDNIGHT_DATE = r"^\d{4}-\d{2}-\d{2}([T ]00:00(:00(\.0{1,9})?)?(Z|[+-]00:?00)?)?$"
@@ -100,7 +107,7 @@ def cast_column(
             problem found, not the row.
     """
     kind = column.type.kind
-    if kind in _PARSED_KINDS:
+    if kind in _TRIMMED_KINDS:
         values = pc.utf8_trim(values, _PARSER_SPACE)
     if kind == "string":
         if may_hold_nul:
@@ -125,9 +132,10 @@ def cast_column(
 def parse_type(column: Column) -> pa.DataType:
     """Return the type pyarrow's CSV parser should convert `column` to.
 
-    Integers, decimals and dates are parsed as their own type and
-    timestamps as zone-less microseconds; pass the result to
-    `finish_parsed`. Other columns are parsed as strings for `cast_column`.
+    Integers, decimals, dates and booleans (spelled as in `PARSED_TRUE`
+    and `PARSED_FALSE`) are parsed as their own type and timestamps as
+    zone-less microseconds; pass the result to `finish_parsed`. Strings
+    are parsed as strings for `cast_column`.
     """
     kind = column.type.kind
     if kind == "timestamp":
@@ -246,9 +254,9 @@ def _check_range(result: pa.Array, lowest: int, highest: int, reason: str) -> pa
 def _check_length(values: pa.Array, max_length: int | None) -> pa.Array:
     if max_length is None or values.null_count == len(values):
         return values
-    # A character takes at least one byte, so counting bytes, which only
-    # reads the offsets, settles most columns.
-    if pc.max(pc.binary_length(values)).as_py() <= max_length:
+    # A character takes at least one byte, so the longest value in bytes,
+    # read from the offsets alone, settles most columns.
+    if _longest_bytes(values) <= max_length:
         return values
     longest = pc.max(pc.utf8_length(values)).as_py()
     if longest is not None and longest > max_length:
@@ -256,6 +264,16 @@ def _check_length(values: pa.Array, max_length: int | None) -> pa.Array:
             f"too long: {longest} > {max_length} characters; values are never truncated"
         )
     return values
+
+
+def _longest_bytes(values: pa.Array) -> int:
+    """Return the byte length of the longest value of a string array."""
+    if values.type != pa.string():
+        return pc.max(pc.binary_length(values)).as_py() or 0
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    # A null has no bytes of its own, so it never counts as the longest.
+    return int(np.diff(offsets).max()) if len(values) else 0
 
 
 def _cast_bool(values: pa.Array) -> pa.Array:

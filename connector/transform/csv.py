@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from connector.errors import DataError
+from connector.transform.cast import PARSED_FALSE, PARSED_TRUE
 from connector.transform.decompress import Payload, open_payload
 from connector.transform.options import TransformOptions
 
@@ -270,6 +271,8 @@ class TextBatchReader:
                 ),
                 convert_options=pacsv.ConvertOptions(
                     column_types=self.column_types,
+                    true_values=PARSED_TRUE,
+                    false_values=PARSED_FALSE,
                     include_columns=list(self.column_types),
                     null_values=[""],
                     strings_can_be_null=True,

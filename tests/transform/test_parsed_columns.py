@@ -237,3 +237,54 @@ def test_bad_values_in_several_parsed_columns_are_all_quarantined(
         (3996, "installment_count"),
         (3999, "settlement_date"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [("true", True), ("FALSE", False), ("tRuE", True), ("F", False), ("0", False)],
+)
+def test_booleans_in_any_case_deep_in_file(tmp_path, flag, expected):
+    lines = [f"r{n:05d},1.00,true" for n in range(3000)] + [f"last,2.00,{flag}"]
+    path = write_csv(tmp_path, "\n".join(["token,amount,flag", *lines]) + "\n")
+
+    rows, _ = read_rows(path, WIDE, chunk_bytes=SMALL_CHUNKS)
+
+    assert len(rows) == 3001
+    assert rows[-1]["flag"] is expected
+
+
+def test_boolean_with_spaces_is_named_by_line(tmp_path):
+    lines = [f"r{n:05d},1.00,false" for n in range(3000)] + ["last,2.00, true"]
+    path = write_csv(tmp_path, "\n".join(["token,amount,flag", *lines]) + "\n")
+
+    with pytest.raises(DataError) as info:
+        read_rows(path, WIDE, chunk_bytes=SMALL_CHUNKS)
+
+    assert info.value.line == 3002
+    assert info.value.column == "flag"
+
+
+@pytest.mark.parametrize(("name", "fits"), [("ééé", True), ("éééé", False)])
+def test_length_counts_characters_not_bytes(tmp_path, name, fits):
+    narrow = Dataset.from_dict(
+        {
+            "view": "narrow",
+            "aggregation": "detail",
+            "key": ["token"],
+            "date_column": None,
+            "columns": [
+                {"field": "token", "type": "varchar(10)", "nullable": False},
+                {"field": "code", "type": "varchar(3)"},
+            ],
+        }
+    )
+    lines = [f"r{n:05d},abc" for n in range(3000)] + [f"last,{name}"]
+    path = write_csv(tmp_path, "\n".join(["token,code", *lines]) + "\n")
+
+    if fits:
+        rows, _ = read_rows(path, narrow, chunk_bytes=SMALL_CHUNKS)
+        assert rows[-1]["code"] == name
+    else:
+        with pytest.raises(DataError) as info:
+            read_rows(path, narrow, chunk_bytes=SMALL_CHUNKS)
+        assert info.value.line == 3002
