@@ -265,9 +265,9 @@ class _StagingWriter:
         if self._buffered_bytes > _MAX_BUFFERED_BYTES:
             # Every partition is written out, not only the largest: slices of
             # one split share its buffers, which stay alive while any slice
-            # is buffered. The previous round of writes must be done, so at
-            # most two buffers' worth of rows are in memory; this round then
-            # runs on the writer threads while the caller reads on.
+            # is buffered. Waiting for the previous round of writes first
+            # keeps at most two buffers' worth of rows in memory. This round
+            # then runs on the writer threads while the caller reads on.
             self._drain()
             pa.default_memory_pool().release_unused()
             for other in self._partitions.values():

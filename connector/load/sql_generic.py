@@ -120,9 +120,9 @@ class StagingMerger:
 
         `rows_staged` is the number of rows staged; when it equals the number
         of distinct keys, the merge reads the staging table as it is and
-        skips ranking duplicates. `keys_unique` tells that the caller has
-        checked that no key repeats, which spares counting them in SQL where
-        the merge can count inserts and updates itself. `replace_range` is
+        skips ranking duplicates. `keys_unique` means that the caller has
+        checked that no key repeats. The distinct keys then need no counting
+        in SQL where the merge counts inserts and updates itself. `replace_range` is
         the `[start, end)` range of the date column that `replace` mode
         empties first (see `replace`).
         """

@@ -133,9 +133,9 @@ def parse_type(column: Column) -> pa.DataType:
     """Return the type pyarrow's CSV parser should convert `column` to.
 
     Integers, decimals, dates and booleans (spelled as in `PARSED_TRUE`
-    and `PARSED_FALSE`) are parsed as their own type and timestamps as
-    zone-less microseconds; pass the result to `finish_parsed`. Strings
-    are parsed as strings for `cast_column`.
+    and `PARSED_FALSE`) are parsed as their own type. Timestamps are parsed
+    as zone-less microseconds. Pass such a column to `finish_parsed`.
+    Strings are parsed as strings, for `cast_column`.
     """
     kind = column.type.kind
     if kind == "timestamp":

@@ -224,7 +224,7 @@ class TextBatchReader:
                 for batch in self._read_pass(payload, block_bytes, yielded):
                     yielded += batch.num_rows
                     # The reader parses only bytes already read, so a batch
-                    # holds a NUL only if one was seen by now.
+                    # can contain a NUL only if one was seen by now.
                     self.nul_seen = payload.nul_seen
                     yield batch
                 self.bytes_read = payload.bytes_read

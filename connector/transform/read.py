@@ -79,7 +79,7 @@ class TransformReport:
 
 
 class _ReadAsText(Exception):
-    """A parsed column holds a value that only the text path can describe."""
+    """A parsed column has a value that only the text path can describe."""
 
     def __init__(self, position: int) -> None:
         super().__init__(position)

@@ -59,9 +59,7 @@ def rewrites(monkeypatch):
     return names
 
 
-def test_integer_key_repeated_in_a_later_batch_keeps_the_later_row(
-    tmp_path, rewrites
-):
+def test_integer_key_repeated_across_batches(tmp_path, rewrites):
     writer = open_parquet_writer(str(tmp_path), ORDERS)
     writer.write(_orders(range(0, 3000), "first"))
     writer.write(_orders(range(2990, 6000), "second"))
@@ -77,7 +75,7 @@ def test_integer_key_repeated_in_a_later_batch_keeps_the_later_row(
     assert references[2990] == "second-00002990"
 
 
-def test_integer_keys_without_repeats_rewrite_nothing(tmp_path, rewrites):
+def test_integer_keys_without_repeats(tmp_path, rewrites):
     writer = open_parquet_writer(str(tmp_path), ORDERS)
     for start in range(0, 20_000, 5000):
         writer.write(_orders(range(start, start + 5000), "only"))
@@ -100,7 +98,7 @@ def _dictionary_encoded(path: str) -> dict[str, bool]:
     }
 
 
-def test_only_repeating_columns_are_dictionary_encoded(tmp_path):
+def test_dictionary_encoding_repeating_columns(tmp_path):
     writer = open_parquet_writer(str(tmp_path), ORDERS)
     writer.write(_orders(range(20_000), "ref"))
 
@@ -115,7 +113,7 @@ def test_only_repeating_columns_are_dictionary_encoded(tmp_path):
     }
 
 
-def test_small_load_dictionary_encodes_every_column(tmp_path):
+def test_dictionary_encoding_small_load(tmp_path):
     writer = open_parquet_writer(str(tmp_path), ORDERS)
     writer.write(_orders(range(100), "ref"))
 
@@ -125,7 +123,7 @@ def test_small_load_dictionary_encodes_every_column(tmp_path):
     assert all(_dictionary_encoded(path).values())
 
 
-def test_rows_of_many_days_keep_their_order_within_each_day(tmp_path):
+def test_many_days_keep_row_order(tmp_path):
     writer = open_parquet_writer(str(tmp_path), ORDERS)
     # 30 days, interleaved: consecutive ids fall on different days.
     ids = list(range(90_000))

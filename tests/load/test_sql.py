@@ -1047,7 +1047,7 @@ def test_integer_key_counts_inserts_and_updates(warehouse):
     assert rows[(50,)]["state"] == "PAID"
 
 
-def test_integer_key_repeated_across_batches_keeps_the_later_row(warehouse):
+def test_integer_key_repeated_across_batches(warehouse):
     result = warehouse.load(
         ORDERS, order_batch(range(0, 10), "FIRST"), order_batch(range(5, 15), "SECOND")
     )
@@ -1058,7 +1058,7 @@ def test_integer_key_repeated_across_batches_keeps_the_later_row(warehouse):
     assert [rows[(n,)]["state"] for n in (4, 5, 14)] == ["FIRST", "SECOND", "SECOND"]
 
 
-def test_rejects_between_batches_keep_every_row(warehouse):
+def test_rejects_between_batches(warehouse):
     rejects = pa.Table.from_pylist(
         [{"file": "e.csv", "line": 3, "column": "ts", "reason": "bad", "record": "x"}],
         schema=rejects_schema(),
@@ -1075,7 +1075,7 @@ def test_rejects_between_batches_keep_every_row(warehouse):
     assert len(warehouse.rows(ORDERS)) == 80
 
 
-def test_abort_after_many_batches_leaves_table_and_allows_next_load(warehouse):
+def test_abort_after_many_batches(warehouse):
     warehouse.load(ORDERS, order_batch(range(0, 10), "KEPT"))
     writer = warehouse.open(ORDERS)
     for start in range(0, 2000, 50):
@@ -1090,9 +1090,7 @@ def test_abort_after_many_batches_leaves_table_and_allows_next_load(warehouse):
     assert result.rows_inserted == 10
 
 
-def test_failure_before_load_data_pipe_opens_leaves_nothing_behind(
-    mariadb_url, monkeypatch
-):
+def test_pipe_open_failure_cleanup(mariadb_url, monkeypatch):
     import os
     import threading
 

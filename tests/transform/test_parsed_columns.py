@@ -38,7 +38,7 @@ def _export(tmp_path, changes: dict[int, dict[str, str]]):
     return write_csv(tmp_path, text, "export.csv.gz")
 
 
-def test_clean_file_is_typed_exactly(tmp_path, cases_dataset):
+def test_clean_file_typed(tmp_path, cases_dataset):
     path = _export(tmp_path, {})
 
     rows, reader = read_rows(path, cases_dataset, chunk_bytes=SMALL_CHUNKS)
@@ -54,7 +54,7 @@ def test_clean_file_is_typed_exactly(tmp_path, cases_dataset):
     assert rows[10]["mcc"] == "5942"
 
 
-def test_zoneless_timestamps_are_read_in_source_timezone(tmp_path, cases_dataset):
+def test_zoneless_timestamps_source_timezone(tmp_path, cases_dataset):
     path = _export(tmp_path, {})
 
     rows, _ = read_rows(
@@ -80,9 +80,7 @@ def test_zoneless_timestamps_are_read_in_source_timezone(tmp_path, cases_dataset
         ("transaction_timestamp", "2024-03-05 25:00:00", "not a timestamp"),
     ],
 )
-def test_bad_value_deep_in_file_is_named_by_line(
-    tmp_path, cases_dataset, column, value, reason
-):
+def test_bad_value_deep_in_file(tmp_path, cases_dataset, column, value, reason):
     path = _export(tmp_path, {3500: {column: value}})
 
     with pytest.raises(DataError) as info:
@@ -95,7 +93,7 @@ def test_bad_value_deep_in_file_is_named_by_line(
     assert reason in str(error)
 
 
-def test_quarantine_after_fallback_keeps_every_good_row(tmp_path, cases_dataset):
+def test_quarantine_after_fallback(tmp_path, cases_dataset):
     bad = {100: {"amount": "1.001"}, 2000: {"amount": "x"}, 3900: {"amount": "-"}}
     path = _export(tmp_path, bad)
 
@@ -114,7 +112,7 @@ def test_quarantine_after_fallback_keeps_every_good_row(tmp_path, cases_dataset)
     assert reader.report.rows_rejected == 3
 
 
-def test_spaces_around_numbers_are_ignored_on_both_paths(tmp_path, cases_dataset):
+def test_spaces_around_numbers(tmp_path, cases_dataset):
     # Row 50 sends amount back to the text path; rows 10 and 3000 are read
     # before and after that, and must agree.
     changes = {
@@ -150,7 +148,7 @@ def test_zoned_and_zoneless_timestamps_mixed(tmp_path, cases_dataset):
     )
 
 
-def test_empty_required_number_is_named(tmp_path, cases_dataset):
+def test_empty_required_number(tmp_path, cases_dataset):
     path = _export(tmp_path, {1234: {"amount": ""}})
 
     with pytest.raises(DataError) as info:
@@ -162,9 +160,7 @@ def test_empty_required_number_is_named(tmp_path, cases_dataset):
 
 
 @pytest.mark.parametrize("layers", [0, 1, 2])
-def test_nul_in_first_row_is_found_under_any_compression(
-    tmp_path, cases_dataset, layers
-):
+def test_nul_in_first_row_compressed(tmp_path, cases_dataset, layers):
     text = "\n".join([HEADER, _row(0, merchant_name="a\x00b"), _row(1)]) + "\n"
     data = text.encode()
     for _ in range(layers):
@@ -195,7 +191,7 @@ WIDE = Dataset.from_dict(
 
 
 @pytest.mark.parametrize("sign", ["", "-"])
-def test_38_digit_decimal_above_its_precision_is_rejected(tmp_path, sign):
+def test_decimal_38_above_precision(tmp_path, sign):
     value = sign + "1" + "0" * 36
     path = write_csv(tmp_path, f"token,amount,flag\na,1.50,true\nb,{value},false\n")
 
@@ -207,7 +203,7 @@ def test_38_digit_decimal_above_its_precision_is_rejected(tmp_path, sign):
     assert "more than 36 digits before the decimal point" in str(info.value)
 
 
-def test_quarantine_of_every_row_of_a_batch_keeps_going(tmp_path):
+def test_quarantine_whole_batch(tmp_path):
     path = write_csv(tmp_path, "token,amount,flag\na,abc,true\n")
 
     rows, reader = read_rows(path, WIDE, on_bad_rows="quarantine")
@@ -216,9 +212,7 @@ def test_quarantine_of_every_row_of_a_batch_keeps_going(tmp_path):
     assert reader.rejects().column("line").to_pylist() == [2]
 
 
-def test_bad_values_in_several_parsed_columns_are_all_quarantined(
-    tmp_path, cases_dataset
-):
+def test_quarantine_several_parsed_columns(tmp_path, cases_dataset):
     bad = {
         3990: {"amount": "x"},
         3994: {"installment_count": "y"},
@@ -243,7 +237,7 @@ def test_bad_values_in_several_parsed_columns_are_all_quarantined(
     ("flag", "expected"),
     [("true", True), ("FALSE", False), ("tRuE", True), ("F", False), ("0", False)],
 )
-def test_booleans_in_any_case_deep_in_file(tmp_path, flag, expected):
+def test_booleans_any_case(tmp_path, flag, expected):
     lines = [f"r{n:05d},1.00,true" for n in range(3000)] + [f"last,2.00,{flag}"]
     path = write_csv(tmp_path, "\n".join(["token,amount,flag", *lines]) + "\n")
 
@@ -253,7 +247,7 @@ def test_booleans_in_any_case_deep_in_file(tmp_path, flag, expected):
     assert rows[-1]["flag"] is expected
 
 
-def test_boolean_with_spaces_is_named_by_line(tmp_path):
+def test_boolean_with_spaces(tmp_path):
     lines = [f"r{n:05d},1.00,false" for n in range(3000)] + ["last,2.00, true"]
     path = write_csv(tmp_path, "\n".join(["token,amount,flag", *lines]) + "\n")
 
@@ -265,7 +259,7 @@ def test_boolean_with_spaces_is_named_by_line(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "fits"), [("ééé", True), ("éééé", False)])
-def test_length_counts_characters_not_bytes(tmp_path, name, fits):
+def test_length_counts_characters(tmp_path, name, fits):
     narrow = Dataset.from_dict(
         {
             "view": "narrow",
