@@ -37,12 +37,12 @@ class KeyTracker:
         return self._name if self._chunks is not None else None
 
     def add(self, batch: pa.RecordBatch) -> None:
-        """Keep the key values of `batch`; a null key stops the tracking."""
+        """Keep the key values of `batch`. A null key stops the tracking."""
         if self._chunks is not None:
             self.add_values(batch.column(self._name))
 
     def add_values(self, keys: pa.Array) -> None:
-        """Keep key values; a null stops the tracking."""
+        """Keep key values. A null stops the tracking."""
         if self._chunks is None:
             return
         if keys.null_count:

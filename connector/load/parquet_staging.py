@@ -278,7 +278,7 @@ class _StagingWriter:
     ) -> None:
         """Write a partition's buffered rows, or only its full row groups.
 
-        With `wait` false, the write is queued however many are queued.
+        With `wait` false, the write is queued without waiting for earlier ones.
         """
         table = pa.Table.from_batches(part.batches, self._schema)
         count = table.num_rows

@@ -99,7 +99,7 @@ class StagingMerger:
         self.conn.execute(self._stage_table.insert(), rows)
 
     def finish_stage(self) -> None:
-        """Complete the staging of the batches sent so far; merge runs it first."""
+        """Complete the staging of the batches sent so far (`merge` calls it first)."""
 
     def cancel_stage(self) -> None:
         """Stop a staging still in progress, so the connection can roll back."""

@@ -132,14 +132,14 @@ class MySqlMerger(StagingMerger):
         self._raise_on_warnings()
 
     def finish_stage(self) -> None:
-        """Wait for the `LOAD DATA` reading the pipe; raise its error or warning."""
+        """Wait for the `LOAD DATA` reading the pipe, then raise its error or warning."""
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.finish()
             self._raise_on_warnings()
 
     def cancel_stage(self) -> None:
-        """End the pipe early; the rows it loaded are rolled back."""
+        """End the pipe early. The rows it loaded are rolled back with the load."""
         pipe, self._pipe = self._pipe, None
         if pipe is not None:
             pipe.cancel()
@@ -191,7 +191,7 @@ class MySqlMerger(StagingMerger):
         return bool(flags & CLIENT.FOUND_ROWS)
 
 
-#: Named pipes exist (POSIX); elsewhere each batch is loaded from a file.
+#: Whether named pipes exist (POSIX). Elsewhere each batch is loaded from a file.
 _PIPES = hasattr(os, "mkfifo")
 
 #: Seconds to wait for the server to open the pipe before giving up.
@@ -253,12 +253,14 @@ class _PipeLoad:
             if time.monotonic() > deadline:
                 raise LoadError(
                     f"MariaDB/MySQL did not start reading the staged rows within "
-                    f"{_PIPE_OPEN_S:.0f} s."
+                    f"{_PIPE_OPEN_S:.0f} s. Check that the server is responsive, or "
+                    "remove local_infile=1 from the warehouse URL to stage with "
+                    "INSERT statements instead."
                 )
             time.sleep(0.005)
 
     def write(self, data: memoryview) -> None:
-        """Send CSV rows to the statement; raise its error if it stopped."""
+        """Send CSV rows to the statement, or raise its error if it stopped."""
         if self._sink is None:
             self.finish()
         try:
@@ -280,7 +282,7 @@ class _PipeLoad:
     def _abandon(self) -> None:
         """Stop a statement whose pipe was never opened for writing."""
         # A driver waiting to open the pipe for reading gets an empty file
-        # once a writer opens and closes it; the statement then ends. The
+        # once a writer opens and closes it, and the statement then ends. The
         # driver may reach the pipe only later, so opening is retried.
         deadline = time.monotonic() + _PIPE_ABANDON_S
         while self._thread.is_alive() and time.monotonic() < deadline:

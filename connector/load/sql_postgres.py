@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class _StagingCancelled(Exception):
-    """Ends a `COPY` early; PostgreSQL then fails the statement."""
+    """The reason sent to end a `COPY` early, which fails the statement."""
 
 
 class PostgresMerger(StagingMerger):
@@ -64,7 +64,7 @@ class PostgresMerger(StagingMerger):
         self._copy = self._copy_context.__enter__()
 
     def finish_stage(self) -> None:
-        """End the `COPY`; the server reports any bad row now."""
+        """End the `COPY`, which is when the server reports any bad row."""
         self._end_copy(None)
 
     def cancel_stage(self) -> None:

@@ -50,7 +50,7 @@ _ONE_MICROSECOND = timedelta(microseconds=1)
 _TRIMMED_KINDS = ("decimal", "int16", "int32", "int64", "date")
 _PARSED_KINDS = (*_TRIMMED_KINDS, "bool")
 _PARSER_SPACE = " \t"
-#: The spellings of booleans pyarrow's parser reads; any other spelling
+#: The spellings of booleans pyarrow's parser reads. Any other spelling
 #: that the text path accepts (`tRuE`) sends the column back to text.
 PARSED_TRUE = ["true", "t", "1", "TRUE", "T", "True"]
 PARSED_FALSE = ["false", "f", "0", "FALSE", "F", "False"]

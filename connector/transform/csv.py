@@ -6,10 +6,11 @@ line breaks allowed inside quoted fields. The first record is a header of
 field names, optionally after a UTF-8 byte order mark. Empty cells are nulls.
 
 The fast path is pyarrow's streaming reader with an explicit type for every
-column, so that nothing is inferred: numbers and dates that pyarrow can
-convert exactly, strings for the rest. Line numbers are never tracked on the
-fast path: when an error needs one, `scan_records` parses the file again
-with Python's csv module, which counts physical lines.
+column, so that nothing is inferred: numbers, dates, booleans and
+timestamps that pyarrow can convert exactly, strings for the rest. Line
+numbers are never tracked on the fast path: when an error needs one,
+`scan_records` parses the file again with Python's csv module, which counts
+physical lines.
 """
 
 from __future__ import annotations

@@ -286,7 +286,7 @@ class _Guard:
         """Account for `count` bytes just read into `buffer`."""
         self.total += count
         if not self.nul_seen:
-            # The smallest byte is 0 exactly when the block holds a NUL.
+            # The smallest byte is 0 exactly when the block contains a NUL.
             self.nul_seen = int(np.frombuffer(buffer, np.uint8, count).min()) == 0
         if self.total > self._max_bytes:
             raise DataError(

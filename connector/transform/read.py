@@ -159,7 +159,7 @@ class ExportReader:
         # Batches name their columns as written; cast steps use stripped names.
         self._names, _ = normalize_header(self._header, str(path))
         self.schema = self.dataset.arrow_schema()
-        # What pyarrow converts each header column to while parsing; a
+        # What pyarrow converts each header column to while parsing. A
         # column falls back to text when one of its values does not fit.
         known = {column.name: column for column in self.dataset.columns}
         self._resumed = False

@@ -1,9 +1,9 @@
 """Columns that pyarrow's CSV parser types itself, and their way back to text.
 
-Integers, decimals, dates and zone-less timestamps are converted while the
-CSV is parsed. A value the parser rejects, or a parsed value that fails a
-check, sends its column back to the text path from that row on, so the
-results and the error messages are those of the text path.
+Integers, decimals, dates, booleans and zone-less timestamps are converted
+while the CSV is parsed. A value the parser rejects, or a parsed value that
+fails a check, sends its column back to the text path from that row on, so
+the results and the error messages are those of the text path.
 """
 
 from __future__ import annotations
