@@ -12,8 +12,17 @@ The public surface::
 """
 
 import logging
+import os
+import sys
 
-from connector.api import (
+if "pyarrow" not in sys.modules:
+    # Arrow's allocator (mimalloc) keeps the pages it freed resident unless
+    # its arenas commit memory on demand. mimalloc reads this once, when
+    # pyarrow loads, so it applies only when the connector is imported
+    # first. A value already set in the environment wins.
+    os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+
+from connector.api import (  # noqa: E402 - after the allocator setting
     export_files,
     iter_batches,
     load_file,

@@ -33,10 +33,12 @@ def canonical_decimal_text(array: pa.Array) -> pa.Array:
     few are rewritten through `Decimal`, the rest stay vectorised.
     """
     text = pc.cast(array, pa.string())
-    scientific = pc.fill_null(pc.match_substring(text, "E"), False)
+    scientific = pc.match_substring(text, "E")
+    # `any` skips nulls and returns null when every value is null.
     if not pc.any(scientific).as_py():
         return text
 
+    scientific = pc.fill_null(scientific, False)
     quantum = Decimal(1).scaleb(-array.type.scale)
     positions = pc.indices_nonzero(scientific).to_pylist()
     fixed = [format(array[i].as_py().quantize(quantum), "f") for i in positions]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -351,4 +352,6 @@ def describe_key(names: tuple[str, ...], values: tuple) -> str:
 
 
 def _sequence(batch: pa.RecordBatch, first_seq: int) -> pa.Array:
-    return pa.array(range(first_seq, first_seq + batch.num_rows), pa.int64())
+    # Built from a buffer: pa.array() would make pyarrow import pandas.
+    numbers = np.arange(first_seq, first_seq + batch.num_rows, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(numbers), [None, pa.py_buffer(numbers)])

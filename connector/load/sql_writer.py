@@ -161,10 +161,18 @@ class SqlBatchWriter:
     def _track_date_range(self, batch: pa.RecordBatch) -> None:
         if not self.dataset.date_column:
             return
-        extremes = pc.min_max(batch.column(self.dataset.date_column))
+        column = batch.column(self.dataset.date_column)
+        zoned = pa.types.is_timestamp(column.type) and column.type.tz is not None
+        if zoned:
+            # Arrow stores zoned timestamps in UTC. Reading them as UTC
+            # spares pyarrow the pandas import its zone conversion needs.
+            column = column.cast(pa.timestamp(column.type.unit))
+        extremes = pc.min_max(column)
         low, high = extremes["min"].as_py(), extremes["max"].as_py()
         if low is None:
             return
+        if zoned:
+            low, high = low.replace(tzinfo=UTC), high.replace(tzinfo=UTC)
         if self._date_range is not None:
             low = min(low, self._date_range[0])
             high = max(high, self._date_range[1])
@@ -520,7 +528,12 @@ def check_lengths(
         limit = column.type.max_length
         if column.type.kind != "string" or limit is None:
             continue
-        lengths = pc.utf8_length(batch.column(column.name))
+        values = batch.column(column.name)
+        # A character takes at least one byte, so the byte lengths settle
+        # most columns without counting characters.
+        if (pc.max(pc.binary_length(values)).as_py() or 0) <= limit:
+            continue
+        lengths = pc.utf8_length(values)
         too_long = pc.fill_null(pc.greater(lengths, limit), False)
         if not pc.any(too_long).as_py():
             continue

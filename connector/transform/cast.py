@@ -54,8 +54,8 @@ _PARSER_SPACE = " \t"
 #: that the text path accepts (`tRuE`) sends the column back to text.
 PARSED_TRUE = ["true", "t", "1", "TRUE", "T", "True"]
 PARSED_FALSE = ["false", "f", "0", "FALSE", "F", "False"]
-_TRUE_TEXT = pa.array(["true", "t", "1"])
-_FALSE_TEXT = pa.array(["false", "f", "0"])
+_TRUE_TEXT = ("true", "t", "1")
+_FALSE_TEXT = ("false", "f", "0")
 _MIDNIGHT_DATE = r"^\d{4}-\d{2}-\d{2}([T ]00:00(:00(\.0{1,9})?)?(Z|[+-]00:?00)?)?$"
 _ZONED_TIME = r"[T ]\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
 _UTC = pa.timestamp("us", tz="UTC")
@@ -278,8 +278,8 @@ def _longest_bytes(values: pa.Array) -> int:
 
 def _cast_bool(values: pa.Array) -> pa.Array:
     lowered = pc.utf8_lower(values)
-    is_true = pc.is_in(lowered, value_set=_TRUE_TEXT)
-    is_false = pc.is_in(lowered, value_set=_FALSE_TEXT)
+    is_true = pc.is_in(lowered, value_set=pa.array(_TRUE_TEXT))
+    is_false = pc.is_in(lowered, value_set=pa.array(_FALSE_TEXT))
     known = pc.or_(pc.or_(is_true, is_false), pc.is_null(values))
     if not pc.all(known, min_count=0).as_py():
         raise ValueProblem("not a boolean; expected true/false, t/f or 1/0")

@@ -15,12 +15,16 @@ physical lines.
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import io
 import logging
 import re
 import sys
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,12 @@ _UTF16_SAMPLE_BYTES = 64
 #: as one record.
 MAX_BLOCK_BYTES = 256 * 1024**2
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): ")
+#: Blocks pyarrow may read beyond the batches taken from it. Its own
+#: read-ahead holds up to 32 blocks, which a load's speed does not need.
+READ_AHEAD_BLOCKS = 4
+#: Maximum wait, in seconds, for the consumer before a read goes ahead
+#: anyway, in case pyarrow needs more blocks for one batch than counted.
+_READ_AHEAD_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -246,24 +256,35 @@ class TextBatchReader:
     def _read_pass(
         self, payload: Payload, block_bytes: int, skip_rows: int
     ) -> Iterator[pa.RecordBatch]:
-        reader = self._open_reader(payload, block_bytes)
+        stream = _PacedStream(payload.stream, READ_AHEAD_BLOCKS)
+        try:
+            reader = self._open_reader(stream, block_bytes)
+        except BaseException:
+            # pyarrow may have started reading ahead before it failed.
+            stream.release()
+            stream.settle()
+            raise
         try:
             seen = 0
             for batch in reader:
+                stream.taken()
                 start = max(skip_rows - seen, 0)
                 seen += batch.num_rows
                 if start < batch.num_rows:
                     yield batch.slice(start) if start else batch
         finally:
-            # Stops pyarrow's read-ahead before the payload below it closes.
+            # pyarrow's read-ahead must stop before the payload below it
+            # closes: a read of the closed payload would fail on its thread.
+            stream.release()
             reader.close()
+            stream.settle()
 
     def _open_reader(
-        self, payload: Payload, block_bytes: int
+        self, stream: _PacedStream, block_bytes: int
     ) -> pacsv.CSVStreamingReader:
         try:
             reader = pacsv.open_csv(
-                payload.stream,
+                stream,
                 read_options=pacsv.ReadOptions(
                     block_size=block_bytes, use_threads=True
                 ),
@@ -300,6 +321,102 @@ class TextBatchReader:
             return "error"
         self.invalid_rows += 1
         return "skip"
+
+
+class _PacedStream:
+    """A read-only stream that keeps pyarrow's read-ahead a few blocks deep.
+
+    pyarrow's streaming CSV reader reads blocks on a background thread, up
+    to 32 ahead of the batches taken from it (Arrow's default queue), each a Python bytes object
+    outside Arrow's memory pool. A read waits while `limit` blocks are read
+    but not yet turned into taken batches, so that memory stays a few
+    blocks whatever the file's size. Once released, reads no longer wait.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self._reads = 0
+        self._batches_taken = 0
+        self._released = False
+        self._reading = 0
+        self._last_read = time.monotonic()
+        self._at_end = False
+        self._turn = threading.Condition()
+        self.closed = False
+        _UNRELEASED.add(self)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._turn:
+            self._reading += 1
+            # The first reads fill pyarrow's header and first block, before
+            # any batch can be taken.
+            self._turn.wait_for(self._may_read, timeout=_READ_AHEAD_WAIT)
+            self._reads += 1
+        data = b""
+        try:
+            data = self._raw.read(size)
+            return data
+        finally:
+            with self._turn:
+                self._reading -= 1
+                self._last_read = time.monotonic()
+                self._at_end = self._at_end or not data
+                self._turn.notify_all()
+
+    def _may_read(self) -> bool:
+        return self._released or self._reads - self._batches_taken < self._limit
+
+    def taken(self) -> None:
+        """Count one batch handed on, which lets one more block be read."""
+        with self._turn:
+            self._batches_taken += 1
+            self._turn.notify_all()
+
+    def release(self) -> None:
+        """Let every further read go ahead without waiting for the consumer."""
+        with self._turn:
+            self._released = True
+            self._turn.notify_all()
+        _UNRELEASED.discard(self)
+
+    def settle(self, quiet: float = 0.05, timeout: float = 5.0) -> None:
+        """Wait, at most `timeout` seconds, until pyarrow stops reading.
+
+        pyarrow has stopped once a read returned the end or a failure, or
+        when no read has run for `quiet` seconds (its queue is full).
+        """
+        deadline = time.monotonic() + timeout
+        with self._turn:
+            while (now := time.monotonic()) < deadline:
+                if not self._reading and (
+                    self._at_end or now - self._last_read >= quiet
+                ):
+                    return
+                self._turn.wait(min(quiet, deadline - now))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+#: Streams whose reader is neither finished nor closed.
+_UNRELEASED: weakref.WeakSet[_PacedStream] = weakref.WeakSet()
+
+
+@atexit.register
+def _release_all() -> None:
+    # A script may exit while a reader is still open. Its read-ahead then
+    # runs to pyarrow's own limit before the interpreter shuts down,
+    # because a pyarrow thread that calls `read` during shutdown aborts
+    # the process.
+    streams = list(_UNRELEASED)
+    for stream in streams:
+        stream.release()
+    for stream in streams:
+        stream.settle()
 
 
 def conversion_error_column(err: pa.ArrowInvalid) -> int | None:

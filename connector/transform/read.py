@@ -431,6 +431,9 @@ class ExportReader:
                             "record": record.text.replace("\x00", "\\x00"),
                         }
                     )
+        if not rows:
+            # from_pylist, even of nothing, makes pyarrow import pandas.
+            return pa.Table.from_batches([], schema=rejects_schema())
         return pa.Table.from_pylist(rows, schema=rejects_schema())
 
 

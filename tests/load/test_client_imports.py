@@ -1,0 +1,63 @@
+"""A warehouse load runs without importing pandas.
+
+pyarrow imports pandas, when it is installed, on the first `pa.array`,
+`pa.scalar` or `to_numpy` call, which adds about 35 MiB to the load
+client's memory. The load runs in a fresh interpreter so that nothing
+imported by other tests counts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.generate import ensure_exports
+from tests.conftest import MARIADB_URL, POSTGRES_URL, _require_database
+
+_LOAD_TWICE = """
+import json, sys
+import connector
+
+path, url, table = sys.argv[1:]
+first = connector.load_file(path, "authorizations/detail", warehouse=url, table=table)
+second = connector.load_file(path, "authorizations/detail", warehouse=url, table=table)
+print(json.dumps({
+    "pandas": "pandas" in sys.modules,
+    "rows": [first.rows_read, second.rows_read],
+}))
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def load_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'warehouse.db'}"
+    if request.param == "postgresql":
+        return _require_database(POSTGRES_URL)
+    # The named-pipe staging path, which the opt-in enables.
+    return _require_database(MARIADB_URL) + "?local_infile=1"
+
+
+def test_warehouse_load_leaves_pandas_unimported(load_url, table_name, tmp_path):
+    export = ensure_exports(2_000, tmp_path).gzip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOAD_TWICE, str(export), load_url, table_name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.splitlines()[-1])
+        assert result["rows"] == [2_000, 2_000]
+        assert result["pandas"] is False
+    finally:
+        if not load_url.startswith("sqlite"):
+            from benchmarks.warehouse import drop_tables
+
+            system = "postgres" if load_url.startswith("postgresql") else "mariadb"
+            drop_tables(system, [table_name])
