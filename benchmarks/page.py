@@ -33,8 +33,11 @@ Each export is a generated `authorizations/detail` file (29 columns, about
 cents and negatives, nulls, merchant names with commas and quotes, codes
 with leading zeros), compressed as gzip (isal, level 1) and as zip (zlib,
 level 1). Every run is a separate process started one after the other, so
-the peak RSS is that run's own (`ru_maxrss`); the time is that of the load
-alone, without interpreter start-up and imports.
+the peak RSS is that run's own (the kernel's high-water mark, in MB of
+1,000,000 bytes); the time is that of the load alone, without interpreter
+start-up and imports. The Parquet runs are repeated (`--repeat`, 3 by
+default) in turn, product, floor and naive alternating, and each shows its
+fastest time and its highest peak RSS. Each warehouse run is made once.
 
 - **parquet product**: `connector.pipeline.load_file(path, dataset,
   load_settings(None, parquet=DIR))`.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 MIB = 1024 * 1024
+MB = 1000 * 1000
 
 
 @dataclass
@@ -135,7 +136,7 @@ def results_table(results: list[Measurement]) -> list[str]:
     """Return the Markdown table of every measurement."""
     lines = [
         (
-            "| export rows | run | rows | seconds | rows/s | CPU s | peak RSS (MiB) "
+            "| export rows | run | rows | seconds | rows/s | CPU s | peak RSS (MB) "
             "| × floor | × naive |"
         ),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -156,7 +157,7 @@ def results_table(results: list[Measurement]) -> list[str]:
         lines.append(
             f"| {item.export_rows:,} | {item.label} | {item.rows:,} | {item.seconds:.2f} "
             f"| {item.rows_per_s:,.0f} | {item.cpu_seconds:.2f} "
-            f"| {item.peak_rss_bytes / MIB:.0f} "
+            f"| {item.peak_rss_bytes / MB:.0f} "
             f"| {_ratio(floor)} | {_ratio(naive)} |"
         )
     return lines

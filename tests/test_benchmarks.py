@@ -55,6 +55,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             str(folder / "data"),
             "--timeout-s",
             "120",
+            "--repeat",
+            "2",
         ]
     )
     return {
@@ -143,3 +145,23 @@ def test_product_parquet_holds_each_token_once(quick_run):
     written = ds.dataset(out, format="parquet").to_table(columns=["transaction_token"])
 
     assert sorted(written["transaction_token"].to_pylist()) == expected
+
+
+def test_repeat_keeps_fastest_time_and_highest_rss(monkeypatch, tmp_path):
+    suite = run.Suite(run.parse_args(["--quick", "--data-dir", str(tmp_path)]))
+    figures = iter([(3.0, 30.0, 100), (2.0, 20.0, 90), (2.5, 25.0, 120)])
+
+    def measure(spec, measured):
+        measured.seconds, measured.cpu_seconds, measured.peak_rss_bytes = next(figures)
+        measured.rows = 5
+        return measured
+
+    monkeypatch.setattr(suite, "measure", measure)
+    item = run.Measurement(5, "parquet", "floor", "gzip")
+    for turn in range(3):
+        suite._measure_again(item, {"out": str(tmp_path)}, None, first=turn == 0)
+
+    assert item.seconds == 2.0
+    assert item.cpu_seconds == 20.0
+    assert item.peak_rss_bytes == 120
+    assert item.error is None
