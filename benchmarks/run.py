@@ -138,9 +138,14 @@ class Suite:
             self.results.append(item)
 
     def _measure_again(
-        self, item: Measurement, spec: dict[str, Any], files: ExportFiles, *, first: bool
+        self,
+        item: Measurement,
+        spec: dict[str, Any],
+        files: ExportFiles,
+        *,
+        first: bool,
     ) -> None:
-        """Measure a Parquet step once more, keeping the fastest time and highest RSS."""
+        """Measure a Parquet step again, keeping the fastest time and highest RSS."""
         if item.role == "product":
             # The product adds to what a folder holds, so each turn starts empty.
             shutil.rmtree(spec["out"], ignore_errors=True)
