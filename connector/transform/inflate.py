@@ -23,9 +23,10 @@ except ImportError:  # pragma: no cover - isal is a declared dependency
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
-# Small input reads bound the output of one step, because deflate expands
-# its input at most about 1,032 times.
-_INPUT_CHUNK_BYTES = 16 * 1024
+_INPUT_CHUNK_BYTES = 256 * 1024
+# Each step returns at most this much, whatever the input expands to: a
+# step's unused input is kept for the next one.
+_OUTPUT_CHUNK_BYTES = 1024 * 1024
 
 
 def can_inflate(info: zipfile.ZipInfo) -> bool:
@@ -77,7 +78,9 @@ class InflateReader(io.RawIOBase):
         return count
 
     def _inflate_step(self) -> None:
-        if self._remaining and not self._inflater.eof:
+        if self._inflater.unconsumed_tail and not self._inflater.eof:
+            output = self._inflate(self._inflater.unconsumed_tail)
+        elif self._remaining and not self._inflater.eof:
             output = self._inflate(self._read_input())
         else:
             output = self._inflater.flush()
@@ -97,7 +100,7 @@ class InflateReader(io.RawIOBase):
 
     def _inflate(self, data: bytes) -> bytes:
         try:
-            return self._inflater.decompress(data)
+            return self._inflater.decompress(data, _OUTPUT_CHUNK_BYTES)
         except _zlib.error as err:
             raise self._corrupt(f"has invalid deflate data ({err})") from err
 
