@@ -12,6 +12,7 @@ import pytest
 from connector.errors import DataError, DownloadError
 from connector.transform import TransformOptions, count_records
 from connector.transform.decompress import open_payload
+from connector.transform.inflate import InflateReader
 
 from .conftest import CASE_HEADER, case_row
 
@@ -261,3 +262,22 @@ def test_truncated_zip_archive_raises(tmp_path):
 
     with pytest.raises(DownloadError, match="truncated or corrupt zip"):
         payload_bytes(path)
+
+
+def test_zip_inflate_steps_stay_small(tmp_path):
+    # 8 MiB of zeros deflate to about 8 KB, a single input read.
+    body = CASE_HEADER.encode() + b"\r\n" + b"0" * (8 * 1024 * 1024)
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("export.csv", body)
+    info = zipfile.ZipFile(path).infolist()[0]
+
+    with open(path, "rb") as raw:
+        reader = InflateReader(raw, info, path)
+        buffer = bytearray(64 * 1024 * 1024)
+        steps = []
+        while count := reader.readinto(buffer):
+            steps.append(count)
+
+    assert sum(steps) == len(body)
+    assert max(steps) <= 1024 * 1024
