@@ -235,8 +235,11 @@ def run(
     if first and last and last < first:
         raise ConfigError(f"--end {last} is before --start {first}; swap them.")
 
+    if run_every and dry_run:
+        _print_every_dry_run(settings, first, last)
+        return
     if run_every:
-        _run_every(settings, as_json)
+        _run_every(settings, as_json, first, last)
         return
 
     from connector.datasets import load_dataset
@@ -251,11 +254,11 @@ def run(
     output.print_summary(summary, as_json)
 
 
-def _run_every(settings: Any, as_json: bool) -> None:
+def _run_every(settings: Any, as_json: bool, first: Any, last: Any) -> None:
     from connector.incremental import run_all
 
     with output.live_progress(not as_json):
-        outcomes = run_all(settings)
+        outcomes = run_all(settings, start=first, end=last)
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if as_json:
         click.echo(
@@ -281,6 +284,23 @@ def _run_every(settings: Any, as_json: bool) -> None:
         click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} datasets loaded.")
     if failed:
         sys.exit(1)
+
+
+def _print_every_dry_run(settings: Any, first: Any, last: Any) -> None:
+    from connector.datasets import load_dataset
+
+    if not settings.datasets:
+        raise ConfigError(
+            "No datasets to run: list them as [[datasets]] entries in the config "
+            "file (see config.example.toml)."
+        )
+    for job in settings.datasets:
+        try:
+            dataset = load_dataset(job.name)
+        except ConfigError as err:
+            click.echo(f"{job.name}: would fail: {output.mask(str(err))}")
+            continue
+        _print_dry_run(dataset, settings.for_job(job), first, last)
 
 
 def _print_dry_run(dataset: Any, settings: Any, first: Any, last: Any) -> None:

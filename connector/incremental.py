@@ -279,9 +279,16 @@ class JobOutcome:
     error: DivaError | None = None
 
 
-def run_all(settings: Settings, *, today: date | None = None) -> list[JobOutcome]:
+def run_all(
+    settings: Settings,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    today: date | None = None,
+) -> list[JobOutcome]:
     """Run every dataset listed in the settings, each incrementally.
 
+    `start` and `end` apply to every dataset, as for `run_incremental`.
     One dataset failing does not stop the others; each outcome records what
     happened.
 
@@ -297,7 +304,11 @@ def run_all(settings: Settings, *, today: date | None = None) -> list[JobOutcome
     for job in settings.datasets:
         try:
             summary = run_incremental(
-                load_dataset(job.name), settings.for_job(job), today=today
+                load_dataset(job.name),
+                settings.for_job(job),
+                start=start,
+                end=end,
+                today=today,
             )
             outcomes.append(JobOutcome(job.name, summary=summary))
         except DivaError as err:

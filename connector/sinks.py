@@ -71,7 +71,8 @@ def open_writers(
     if not writers:
         raise ConfigError(
             "No destination: pass --parquet DIR and/or --warehouse URL --table NAME "
-            "(or set them in the config file)."
+            "(parquet= and warehouse=, table= from Python), or set them in the "
+            "config file."
         )
     return writers
 

@@ -280,6 +280,48 @@ def test_run_all_exit_code_and_json(sandbox, tmp_path, monkeypatch):
     assert "nosuch/detail" in outcomes[1]["error"]
 
 
+def _all_config(sandbox, tmp_path) -> None:
+    (tmp_path / "diva-connector.toml").write_text(
+        f'base_url = "{sandbox.base_url}"\n'
+        f'app_token = "{sandbox.app_token}"\n'
+        f'access_token = "{sandbox.access_token}"\n'
+        f'program = "{sandbox.program}"\n'
+        'poll_interval_s = 0.01\n'
+        f'work_dir = "{tmp_path / "work"}"\n'
+        f'parquet = "{tmp_path / "lake"}"\n'
+        'start_date = 2024-03-01\n'
+        '[[datasets]]\nname = "authorizations/detail"\n'
+        '[[datasets]]\nname = "nosuch/detail"\n'
+    )
+
+
+def test_run_all_uses_start_and_end(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _all_config(sandbox, tmp_path)
+
+    result = CliRunner().invoke(
+        main, ["run", "--all", "--start", "2024-03-02", "--end", "2024-03-03"]
+    )
+
+    assert result.exit_code == 1, result.output
+    assert export_filters(sandbox) == ["2024-03-02..2024-03-03"]
+
+
+def test_run_all_dry_run_exports_nothing(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _all_config(sandbox, tmp_path)
+
+    result = CliRunner().invoke(
+        main, ["run", "--all", "--start", "2024-03-02", "--end", "2024-03-03", "--dry-run"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "transaction_timestamp=2024-03-02..2024-03-03" in result.output
+    assert "nosuch/detail: would fail" in result.output
+    assert export_filters(sandbox) == []
+    assert not (tmp_path / "lake").exists()
+
+
 def test_dry_run_masks_secrets_and_exports_nothing(sandbox, tmp_path, monkeypatch):
     monkeypatch.setenv("DIVA_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("DIVA_APP_TOKEN", sandbox.app_token)
