@@ -28,6 +28,7 @@ _BITMAP_FLOOR = 1 << 26
 _NUMBERS_PER_KEY = 64
 #: Bitmap bytes turned back into key values at a time.
 _UNPACK_BYTES = 1 << 20
+_INT64_MIN = -(2**63)
 
 
 class KeyTracker:
@@ -133,7 +134,8 @@ class _SeenIntegers:
         # copies few when keys rise or fall through the file.
         spare = min(new_end - new_low, limit - (new_end - new_low))
         if low < self._low:
-            new_low -= spare
+            # The bitmap's start must stay a valid int64 for the offsets.
+            new_low = max(new_low - spare, _INT64_MIN)
         else:
             new_end += spare
         new_low -= new_low % 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,8 +39,18 @@ def canonical_decimal_text(array: pa.Array) -> pa.Array:
     if not pc.any(scientific).as_py():
         return text
 
-    scientific = pc.fill_null(scientific, False)
+    # Null as false without fill_null, whose scalar would import pandas.
+    scientific = pc.and_kleene(scientific, pc.is_valid(scientific))
     quantum = Decimal(1).scaleb(-array.type.scale)
     positions = pc.indices_nonzero(scientific).to_pylist()
     fixed = [format(array[i].as_py().quantize(quantum), "f") for i in positions]
-    return pc.replace_with_mask(text, scientific, pa.array(fixed, pa.string()))
+    return pc.replace_with_mask(text, scientific, _text_array(fixed))
+
+
+def _text_array(values: list[str]) -> pa.Array:
+    # Built from buffers: pa.array() would make pyarrow import pandas.
+    encoded = [value.encode() for value in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum([len(value) for value in encoded], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(encoded), buffers)

@@ -534,7 +534,8 @@ def check_lengths(
         if (pc.max(pc.binary_length(values)).as_py() or 0) <= limit:
             continue
         lengths = pc.utf8_length(values)
-        too_long = pc.fill_null(pc.greater(lengths, limit), False)
+        too_long = pc.greater(lengths, limit)
+        too_long = pc.and_kleene(too_long, pc.is_valid(too_long))
         if not pc.any(too_long).as_py():
             continue
 

@@ -359,7 +359,8 @@ def _shift_nonexistent(
     moved = pc.not_equal(
         pc.local_timestamp(pc.cast(result, pa.timestamp("us", zone))), naive
     )
-    positions = pc.indices_nonzero(pc.fill_null(moved, False)).to_pylist()
+    moved = pc.and_kleene(moved, pc.is_valid(moved))
+    positions = pc.indices_nonzero(moved).to_pylist()
     if not positions:
         return result
     tz = ZoneInfo(zone)
@@ -371,7 +372,7 @@ def _shift_nonexistent(
             local_time.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1)
         ]
         replacements.append(choose(candidates))
-    mask = pc.fill_null(moved, False)
+    mask = moved
     return pc.replace_with_mask(result, mask, pa.array(replacements, _UTC))
 
 

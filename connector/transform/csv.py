@@ -53,8 +53,9 @@ _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): ")
 #: read-ahead holds up to 32 blocks, which a load's speed does not need.
 READ_AHEAD_BLOCKS = 4
 #: Maximum wait, in seconds, for the consumer before a read goes ahead
-#: anyway, in case pyarrow needs more blocks for one batch than counted.
-_READ_AHEAD_WAIT = 1.0
+#: anyway. pyarrow sometimes needs another block before it hands over a
+#: batch or an error, and that read must not wait long.
+_READ_AHEAD_WAIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -352,9 +353,13 @@ class _PacedStream:
     def read(self, size: int = -1) -> bytes:
         with self._turn:
             self._reading += 1
-            # The first reads fill pyarrow's header and first block, before
-            # any batch can be taken.
-            self._turn.wait_for(self._may_read, timeout=_READ_AHEAD_WAIT)
+            # A read waits on one of pyarrow's few I/O threads, which all
+            # readers of the process share, so only some may wait at once.
+            if not self._may_read() and _park():
+                try:
+                    self._turn.wait_for(self._may_read, timeout=_READ_AHEAD_WAIT)
+                finally:
+                    _unpark()
             self._reads += 1
         data = b""
         try:
@@ -366,6 +371,7 @@ class _PacedStream:
                 self._last_read = time.monotonic()
                 self._at_end = self._at_end or not data
                 self._turn.notify_all()
+            _ACTIVITY.last = time.monotonic()
 
     def _may_read(self) -> bool:
         return self._released or self._reads - self._batches_taken < self._limit
@@ -404,19 +410,51 @@ class _PacedStream:
 
 #: Streams whose reader is neither finished nor closed.
 _UNRELEASED: weakref.WeakSet[_PacedStream] = weakref.WeakSet()
+#: Time pyarrow's threads are given after the last read before the
+#: interpreter shuts down, to drop the blocks they still hold.
+_EXIT_QUIET = 0.2
+
+
+class _Activity:
+    """Reads waiting for their consumer in the whole process, and the last read."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.parked = 0
+        self.last = 0.0
+
+
+_ACTIVITY = _Activity()
+
+
+def _park() -> bool:
+    """Count one more waiting read; False when half of pyarrow's I/O threads wait."""
+    with _ACTIVITY.lock:
+        if _ACTIVITY.parked >= max(1, pa.io_thread_count() // 2):
+            return False
+        _ACTIVITY.parked += 1
+        return True
+
+
+def _unpark() -> None:
+    with _ACTIVITY.lock:
+        _ACTIVITY.parked -= 1
 
 
 @atexit.register
 def _release_all() -> None:
-    # A script may exit while a reader is still open. Its read-ahead then
-    # runs to pyarrow's own limit before the interpreter shuts down,
-    # because a pyarrow thread that calls `read` during shutdown aborts
-    # the process.
+    # A pyarrow thread that calls into Python while the interpreter shuts
+    # down aborts the process: a read, or freeing a block it read. So a
+    # reader still open is released and left to stop, and pyarrow's threads
+    # get a moment after the last read.
     streams = list(_UNRELEASED)
     for stream in streams:
         stream.release()
     for stream in streams:
         stream.settle()
+    pause = _EXIT_QUIET - (time.monotonic() - _ACTIVITY.last)
+    if pause > 0:
+        time.sleep(pause)
 
 
 def conversion_error_column(err: pa.ArrowInvalid) -> int | None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import numpy as np
 import pyarrow as pa
 
 from connector.datasets import Dataset, rejects_schema
@@ -277,10 +278,12 @@ class ExportReader:
             self._rejects.append(_Reject(offset + index, column_name, reason))
         if len(problems) == text_batch.num_rows:
             return pa.RecordBatch.from_pylist([], schema=self.schema)
-        keep = [index not in problems for index in range(text_batch.num_rows)]
-        arrays, failed = self._cast_columns(
-            text_batch.filter(pa.array(keep)), may_hold_nul
-        )
+        keep = np.ones(text_batch.num_rows, dtype=bool)
+        keep[sorted(problems)] = False
+        # Built from bits: pa.array() would make pyarrow import pandas.
+        bits = pa.py_buffer(np.packbits(keep, bitorder="little"))
+        mask = pa.Array.from_buffers(pa.bool_(), len(keep), [None, bits])
+        arrays, failed = self._cast_columns(text_batch.filter(mask), may_hold_nul)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _cast_columns(

@@ -71,6 +71,13 @@ def test_negative_keys():
     assert not _distinct([[-5, -1], [-100, -5]])
 
 
+def test_keys_falling_to_int64_minimum():
+    lowest = -(2**63)
+    batches = [range(lowest + start, lowest + start + 500) for start in (1500, 1000, 0)]
+    assert _distinct(batches)
+    assert not _distinct([*batches, [lowest]])
+
+
 def test_sparse_keys_are_kept_and_sorted():
     rng = np.random.default_rng(3)
     values = rng.choice(2**62, size=20_000, replace=False)

@@ -438,6 +438,8 @@ def _paced_streams(monkeypatch) -> list:
 def test_read_ahead_waits_for_consumer(tmp_path, cases_dataset, monkeypatch):
     path = _many_blocks(tmp_path)
     streams = _paced_streams(monkeypatch)
+    # A read gives up waiting after this long, so make it longer than the test.
+    monkeypatch.setattr(csv_module, "_READ_AHEAD_WAIT", 5.0)
     options = TransformOptions(chunk_bytes=4096)
 
     with read_export(path, cases_dataset, options) as reader:
@@ -512,3 +514,25 @@ def test_reader_lets_interpreter_exit(tmp_path, mode):
     assert done.returncode == 0, done.stderr
     rows = int(done.stdout.split()[-1])
     assert rows == 4000 if mode == "all" else 0 < rows < 4000
+
+
+def test_waiting_reads_leave_io_threads_free(tmp_path, cases_dataset):
+    path = _many_blocks(tmp_path)
+    options = TransformOptions(chunk_bytes=4096)
+    paused = [read_export(path, cases_dataset, options) for _ in range(10)]
+    try:
+        for reader in paused:
+            next(iter(reader))
+        time.sleep(0.3)
+        waiting = csv_module._ACTIVITY.parked
+        started = time.perf_counter()
+        rows, _ = read_rows(path, cases_dataset, chunk_bytes=4096)
+        elapsed = time.perf_counter() - started
+    finally:
+        for reader in paused:
+            reader.close()
+
+    assert waiting <= max(1, pa.io_thread_count() // 2)
+    assert len(rows) == 4000
+    # With every I/O thread held by a waiting read, this took over 10 s.
+    assert elapsed < 5
