@@ -255,31 +255,6 @@ def test_run_all_reports_each_dataset(sandbox, sandbox_settings, tmp_path):
     assert outcomes[3].summary is not None
 
 
-def test_run_all_exit_code_and_json(sandbox, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    config = tmp_path / "diva-connector.toml"
-    config.write_text(
-        f'base_url = "{sandbox.base_url}"\n'
-        f'app_token = "{sandbox.app_token}"\n'
-        f'access_token = "{sandbox.access_token}"\n'
-        f'program = "{sandbox.program}"\n'
-        'poll_interval_s = 0.01\n'
-        f'work_dir = "{tmp_path / "work"}"\n'
-        f'parquet = "{tmp_path / "lake"}"\n'
-        'start_date = 2024-03-01\n'
-        '[[datasets]]\nname = "authorizations/detail"\n'
-        '[[datasets]]\nname = "nosuch/detail"\n'
-    )
-
-    result = CliRunner().invoke(main, ["run", "--all", "--json", "--end", "2024-03-01"])
-
-    assert result.exit_code == 1
-    outcomes = json.loads(result.stdout)
-    assert outcomes[0]["ok"] is True
-    assert outcomes[1]["ok"] is False
-    assert "nosuch/detail" in outcomes[1]["error"]
-
-
 def _all_config(sandbox, tmp_path) -> None:
     (tmp_path / "diva-connector.toml").write_text(
         f'base_url = "{sandbox.base_url}"\n'
@@ -293,6 +268,19 @@ def _all_config(sandbox, tmp_path) -> None:
         '[[datasets]]\nname = "authorizations/detail"\n'
         '[[datasets]]\nname = "nosuch/detail"\n'
     )
+
+
+def test_run_all_exit_code_and_json(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _all_config(sandbox, tmp_path)
+
+    result = CliRunner().invoke(main, ["run", "--all", "--json", "--end", "2024-03-01"])
+
+    assert result.exit_code == 1
+    outcomes = json.loads(result.stdout)
+    assert outcomes[0]["ok"] is True
+    assert outcomes[1]["ok"] is False
+    assert "nosuch/detail" in outcomes[1]["error"]
 
 
 def test_run_all_uses_start_and_end(sandbox, tmp_path, monkeypatch):
