@@ -50,7 +50,7 @@ _UTF16_SAMPLE_BYTES = 64
 MAX_BLOCK_BYTES = 256 * 1024**2
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): ")
 #: Blocks pyarrow may read beyond the batches taken from it. Its own
-#: read-ahead holds up to 32 blocks, which a load's speed does not need.
+#: read-ahead keeps up to 32 blocks, which a load's speed does not need.
 READ_AHEAD_BLOCKS = 4
 #: Maximum wait, in seconds, for the consumer before a read goes ahead
 #: anyway. pyarrow sometimes needs another block before it hands over a
@@ -328,8 +328,8 @@ class _PacedStream:
     """A read-only stream that keeps pyarrow's read-ahead a few blocks deep.
 
     pyarrow's streaming CSV reader reads blocks on a background thread, up
-    to 32 ahead of the batches taken from it (Arrow's default queue), each a Python bytes object
-    outside Arrow's memory pool. A read waits while `limit` blocks are read
+    to 32 ahead of the batches taken from it (Arrow's default queue), each
+    a Python bytes object outside Arrow's memory pool. A read waits while `limit` blocks are read
     but not yet turned into taken batches, so that memory stays a few
     blocks whatever the file's size. Once released, reads no longer wait.
     """
@@ -416,7 +416,7 @@ _EXIT_QUIET = 0.2
 
 
 class _Activity:
-    """Reads waiting for their consumer in the whole process, and the last read."""
+    """Reads waiting for a consumer in the process, and the time of the last read."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -428,7 +428,7 @@ _ACTIVITY = _Activity()
 
 
 def _park() -> bool:
-    """Count one more waiting read; False when half of pyarrow's I/O threads wait."""
+    """Count one more waiting read. Return False if half the I/O threads wait."""
     with _ACTIVITY.lock:
         if _ACTIVITY.parked >= max(1, pa.io_thread_count() // 2):
             return False
