@@ -329,9 +329,10 @@ class _PacedStream:
 
     pyarrow's streaming CSV reader reads blocks on a background thread, up
     to 32 ahead of the batches taken from it (Arrow's default queue), each
-    a Python bytes object outside Arrow's memory pool. A read waits while `limit` blocks are read
-    but not yet turned into taken batches, so that memory stays a few
-    blocks whatever the file's size. Once released, reads no longer wait.
+    a Python bytes object outside Arrow's memory pool. A read waits while
+    `limit` blocks are read but not yet turned into taken batches, so that
+    memory stays a few blocks whatever the file's size. Once released,
+    reads no longer wait.
     """
 
     def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
