@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connector.load.keys import KeyTracker
-from connector.load.parquet_staging import _StagedFile
+from connector.load.parquet_staging import _StagedFile, read_columns
 from connector.load.parquet_upsert import _finish, _UpsertingWriter
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
             return False
         for staged in self._staged:
             path = posixpath.join(self._staging, staged.partition, staged.name)
-            table = pq.read_table(path, columns=[tracker.key], filesystem=self._fs)
+            table = read_columns(self._fs, path, [tracker.key])
             for chunk in table.column(0).chunks:
                 tracker.add_values(chunk)
         return tracker.all_distinct()
@@ -111,7 +111,7 @@ class _DeduplicatingWriter(_UpsertingWriter):
         tables = []
         for index, staged in enumerate(self._staged):
             path = posixpath.join(self._staging, staged.partition, staged.name)
-            table = pq.read_table(path, columns=names, filesystem=self._fs)
+            table = read_columns(self._fs, path, names)
             count = table.num_rows
             columns = {_KEY: self._key_values(table)}
             if date_name is None:

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connector.load.parquet_layout import _kept_name
-from connector.load.parquet_staging import _StagedFile, _StagingWriter
+from connector.load.parquet_staging import _StagedFile, _StagingWriter, read_columns
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,10 +72,10 @@ class _UpsertingWriter(_StagingWriter):
         """Read the key columns back from the staged files of this load."""
         names = list(self._dataset.key)
         tables = [
-            pq.read_table(
+            read_columns(
+                self._fs,
                 posixpath.join(self._staging, staged.partition, staged.name),
-                columns=names,
-                filesystem=self._fs,
+                names,
             )
             for staged in self._staged
         ]
@@ -117,9 +117,7 @@ class _UpsertingWriter(_StagingWriter):
         replaced, kept = [], []
         for name in names:
             path = posixpath.join(self._folder_path(folder), name)
-            keys = pq.read_table(
-                path, columns=list(self._dataset.key), filesystem=self._fs
-            )
+            keys = read_columns(self._fs, path, list(self._dataset.key))
             values = self._key_values(keys)
             hit = pc.is_in(values, value_set=upsert.keys)
             matched = pc.sum(hit).as_py() or 0
