@@ -31,6 +31,7 @@ from connector.load.state import (
 )
 from connector.pipeline import run_window
 from connector.settings import Settings
+from connector.sinks import check_sinks
 from connector.summary import RunSummary
 from connector.windows import Window
 
@@ -95,6 +96,9 @@ def run_incremental(
             `run_window`.
     """
     settings.require_credentials()
+    # The sinks are checked before the state is read from them, so that a wrong
+    # warehouse URL is reported as such and not as a failed state read.
+    check_sinks(settings, dataset)
     today = today or today_utc()
     stores = open_state_stores(settings)
     state = read_state(stores, dataset)

@@ -24,7 +24,7 @@ from connector.datasets import Dataset
 from connector.errors import ConfigError, DivaError, TruncatedExportError
 from connector.load.base import BatchWriter
 from connector.settings import Settings
-from connector.sinks import abort_all, open_writers
+from connector.sinks import abort_all, check_sinks, open_writers
 from connector.sizing import plan_windows, reconcile
 from connector.summary import RunSummary
 from connector.windows import Window, split_window
@@ -184,6 +184,7 @@ def run_window(
 
     started = time.monotonic()
     settings.require_credentials()
+    check_sinks(settings, dataset)
     if dataset.date_column is None:
         log.warning(
             "%s has no date column, so the window %s is not sent: the export contains "

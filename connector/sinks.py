@@ -25,20 +25,12 @@ def open_writers(
     Raises:
         ConfigError: No sink is configured, or a warehouse has no table.
     """
+    _check_sink_settings(settings)
     # The warehouse is committed first: it is the sink most likely to refuse
     # a load (constraints, lost connections), and the pipeline commits the
     # sinks in list order, so a refusal there leaves Parquet untouched too.
-    if settings.table and settings.warehouse is None:
-        raise ConfigError(
-            f"A table ({settings.table}) was given without a warehouse: add "
-            "--warehouse URL (or set DIVA_WAREHOUSE)."
-        )
     writers: list[BatchWriter] = []
     if settings.warehouse is not None:
-        if not settings.table:
-            raise ConfigError(
-                "A warehouse load needs a table: pass --table NAME or set DIVA_TABLE."
-            )
         from connector.load.sql import open_warehouse_writer
 
         writers.append(
@@ -68,13 +60,56 @@ def open_writers(
             abort_all(writers)
             raise
 
-    if not writers:
+    return writers
+
+
+def check_sinks(settings: Settings, dataset: Dataset) -> None:
+    """Check that every sink named in the settings can be opened.
+
+    A run calls it before exporting: an export can take minutes, and a
+    wrong warehouse URL, table name or Parquet folder then fails at once.
+
+    Raises:
+        ConfigError: No sink is configured, a warehouse has no table, or a
+            URL, table name or folder is invalid.
+        LoadError: The warehouse cannot be reached.
+    """
+    _check_sink_settings(settings)
+    if settings.warehouse is not None:
+        from connector.load.sql import check_warehouse
+
+        other_tables = [settings.audit_table, settings.state_table]
+        if settings.on_bad_rows == "quarantine":
+            other_tables.append(f"{settings.table}_rejects")
+        check_warehouse(
+            settings.warehouse.get_secret_value(),
+            settings.table,
+            dataset,
+            mode=settings.write,
+            other_tables=other_tables,
+        )
+    if settings.parquet:
+        from connector.load.parquet import check_parquet_destination
+
+        check_parquet_destination(settings.parquet, dataset)
+
+
+def _check_sink_settings(settings: Settings) -> None:
+    if settings.table and settings.warehouse is None:
+        raise ConfigError(
+            f"A table ({settings.table}) was given without a warehouse: add "
+            "--warehouse URL (or set DIVA_WAREHOUSE)."
+        )
+    if settings.warehouse is not None and not settings.table:
+        raise ConfigError(
+            "A warehouse load needs a table: pass --table NAME or set DIVA_TABLE."
+        )
+    if settings.warehouse is None and not settings.parquet:
         raise ConfigError(
             "No destination: pass --parquet DIR and/or --warehouse URL --table NAME "
             "(parquet= and warehouse=, table= from Python), or set them in the "
             "config file."
         )
-    return writers
 
 
 def abort_all(writers: list[BatchWriter]) -> None:

@@ -193,6 +193,48 @@ def open_parquet_writer(
     )
 
 
+def check_parquet_destination(
+    destination: str | os.PathLike, dataset: Dataset, filesystem: Any = None
+) -> None:
+    """Check that the folder of `dataset` below `destination` can be written.
+
+    A run calls it before exporting, so that a wrong destination fails
+    before the export instead of at commit. The folder itself may not exist
+    yet: the nearest existing folder above it must, and on the local disk
+    it must be writable.
+
+    Raises:
+        ConfigError: The URL names an unavailable filesystem, a path on the
+            way is a file, or the local folder is not writable.
+    """
+    root = dataset_root(destination, dataset)
+    fs, path = _resolve_filesystem(root, filesystem)
+    existing = path
+    info = fs.get_file_info(existing)
+    while info.type == pafs.FileType.NotFound:
+        parent = posixpath.dirname(existing.rstrip("/"))
+        if not parent or parent == existing:
+            return
+        existing = parent
+        info = fs.get_file_info(existing)
+
+    if info.type != pafs.FileType.Directory:
+        raise ConfigError(
+            f"Cannot write Parquet below {_mask_url(str(destination))}: "
+            f"{existing} is a file, not a folder. Pass a folder to --parquet "
+            "(parquet= from Python).",
+            path=existing,
+        )
+    local = isinstance(fs, pafs.LocalFileSystem)
+    if local and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"Cannot write Parquet below {_mask_url(str(destination))}: the "
+            f"folder {existing} is not writable. Choose another folder or fix "
+            "its permissions.",
+            path=existing,
+        )
+
+
 def read_parquet_dataset(
     destination: str | os.PathLike, dataset: Dataset, filesystem: Any = None
 ) -> pa.Table:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from connector.errors import ConfigError
-from connector.load.sql_writer import SqlBatchWriter, mask_url
+from connector.errors import ConfigError, LoadError
+from connector.load.sql_schema import check_table_name
+from connector.load.sql_writer import SqlBatchWriter, describe_error, mask_url
 
 if TYPE_CHECKING:
     from connector.datasets import Dataset
@@ -142,16 +143,7 @@ def open_warehouse_writer(
         LoadError: The database cannot be reached, or the table cannot be
             fitted to the dataset (a column would narrow or change kind).
     """
-    if mode not in MODES:
-        raise ConfigError(
-            f"Invalid load mode {mode!r}: expected one of {', '.join(MODES)}."
-        )
-    if mode == "upsert" and not dataset.key:
-        raise ConfigError(
-            f"Dataset {dataset.name} has no key, so it cannot be upserted; "
-            "load it with mode 'append' or 'replace'."
-        )
-
+    _check_mode(mode, dataset)
     _check_preserve_columns(preserve_columns, dataset)
 
     owns_engine = engine is None
@@ -172,6 +164,57 @@ def open_warehouse_writer(
     )
     writer.open()
     return writer
+
+
+def check_warehouse(
+    url: str,
+    table: str,
+    dataset: Dataset,
+    *,
+    mode: str = "upsert",
+    other_tables: Collection[str] = (),
+) -> None:
+    """Check that a load of `dataset` into `table` at `url` can start.
+
+    Connects once, then checks the mode and the length of every table name
+    the load uses: `table` and `other_tables` (such as the audit, state and
+    rejects tables). A run calls it before exporting, so that a wrong URL or
+    name fails before the export instead of after it.
+
+    Raises:
+        ConfigError: The URL or mode is invalid, or a table name is longer
+            than the database accepts.
+        LoadError: The database cannot be reached.
+    """
+    _check_mode(mode, dataset)
+    engine = create_warehouse_engine(url)
+    sink = mask_url(engine.url.render_as_string(hide_password=False))
+    try:
+        with engine.connect() as connection:
+            dialect = connection.dialect
+    except sa.exc.DBAPIError as err:
+        raise LoadError(
+            f"Connecting to {sink} failed: {describe_error(err)}. Check the "
+            "warehouse URL and that the database is running.",
+            table=table,
+        ) from err
+    finally:
+        engine.dispose()
+
+    for name in (table, *other_tables):
+        check_table_name(name, dialect)
+
+
+def _check_mode(mode: str, dataset: Dataset) -> None:
+    if mode not in MODES:
+        raise ConfigError(
+            f"Invalid load mode {mode!r}: expected one of {', '.join(MODES)}."
+        )
+    if mode == "upsert" and not dataset.key:
+        raise ConfigError(
+            f"Dataset {dataset.name} has no key, so it cannot be upserted; "
+            "load it with mode 'append' or 'replace'."
+        )
 
 
 def _check_preserve_columns(names: Collection[str], dataset: Dataset) -> None:

@@ -354,4 +354,5 @@ def describe_key(names: tuple[str, ...], values: tuple) -> str:
 def _sequence(batch: pa.RecordBatch, first_seq: int) -> pa.Array:
     # Built from a buffer: pa.array() would make pyarrow import pandas.
     numbers = np.arange(first_seq, first_seq + batch.num_rows, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(numbers), [None, pa.py_buffer(numbers)])
+    buffers = [None, pa.py_buffer(numbers)]
+    return pa.Array.from_buffers(pa.int64(), len(numbers), buffers)

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
 from connector.datasets import ColumnType
-from connector.errors import LoadError
+from connector.errors import ConfigError, LoadError
 
 if TYPE_CHECKING:
     from connector.datasets import Column, Dataset
@@ -93,6 +93,35 @@ def split_table_name(name: str) -> tuple[str | None, str]:
     """Split `schema.table` into its schema (None when absent) and table name."""
     schema, _, table = name.rpartition(".")
     return schema or None, table
+
+
+#: The longest name of a table or schema that each database accepts, and its
+#: unit: PostgreSQL allows 63 bytes and cuts longer names (its NAMEDATALEN
+#: is 64 with the final NUL), while MariaDB and MySQL allow 64 characters.
+_NAME_LIMITS = {"postgresql": (63, "bytes"), "mysql": (64, "characters")}
+
+
+def check_table_name(name: str, dialect: sa.Dialect) -> None:
+    """Raise ConfigError when `name` (`table` or `schema.table`) is too long.
+
+    Only PostgreSQL, MariaDB and MySQL are checked, because other
+    databases state their limits differently or have none.
+    """
+    limit = _NAME_LIMITS.get(family(dialect))
+    if limit is None:
+        return
+    maximum, unit = limit
+    for part in split_table_name(name):
+        if part is None:
+            continue
+        size = len(part.encode()) if unit == "bytes" else len(part)
+        if size > maximum:
+            raise ConfigError(
+                f"Invalid table name {name!r}: {part!r} is {size} {unit} long, "
+                f"and {dialect.name} accepts at most {maximum}. Choose a shorter "
+                "name (--table, or table in the config file).",
+                table=name,
+            )
 
 
 def qualified_name(name: str, dialect: sa.Dialect) -> str:
