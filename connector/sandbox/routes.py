@@ -50,6 +50,10 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "DiVA-sandbox/1.0"
+    #: The status of the response to the current GET, 0 until one is sent.
+    status_sent = 0
+    #: The path and query parameters of the current GET, for the request log.
+    request_record: tuple[str, list[tuple[str, str]]] | None = None
 
     @property
     def sandbox(self) -> Sandbox:
@@ -61,6 +65,7 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = parse_qsl(url.query, keep_blank_values=True)
         self.status_sent = 0
+        self.request_record = (url.path, params)
         try:
             self._check_auth()
             route, spec = self._resolve(url.path)
@@ -83,10 +88,19 @@ class DivaRequestHandler(BaseHTTPRequestHandler):
             }
             self.send_json(500, body)
         finally:
-            self.sandbox.record_request("GET", url.path, params, self.status_sent)
+            if not self.status_sent:
+                # No response was sent, so the request is logged with status 0.
+                self.sandbox.record_request("GET", url.path, params, 0)
 
     def send_response(self, code: int, message: str | None = None) -> None:
-        """Send the status line and remember the status for the request log."""
+        """Log the request with its status, then send the status line.
+
+        The request is logged before any byte of the response leaves, so a
+        client that has read a response finds its request in the log.
+        """
+        if not self.status_sent and self.request_record is not None:
+            path, params = self.request_record
+            self.sandbox.record_request("GET", path, params, code)
         self.status_sent = code
         super().send_response(code, message)
 
