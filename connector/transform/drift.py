@@ -4,6 +4,8 @@ DiVA adds columns to views without notice and our schema files are a best
 knowledge, so a header that differs from the schema is reported, not
 rejected: new columns are kept, missing nullable columns become nulls, and
 order does not matter because batches are always built in schema order.
+A header that has the columns of another dataset, and few of its own, is
+rejected: the file was most likely loaded as the wrong dataset.
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def reconcile_header(
     Raises:
         SchemaError: The header has an empty name, names a column twice (also
             when the names differ only in case), spells a schema column in
-            another case, lacks a column that does not allow nulls, or shares
-            no column with the schema.
+            another case, lacks a column that does not allow nulls, shares
+            no column with the schema, or has the columns of another dataset.
     """
     header, renamed = normalize_header(header, path)
     _check_duplicates(header, path)
@@ -74,9 +76,10 @@ def reconcile_header(
         raise SchemaError(
             f"The header of {path} shares no column with dataset {dataset.name} "
             f"(header: {', '.join(header[:10])}); the file is not an export of "
-            "this dataset.",
+            f"this dataset.{_other_dataset_hint(present, dataset)}",
             path=path,
         )
+    _check_other_dataset(present, dataset, path)
 
     drift = renamed + _missing_columns(dataset, present, path)
     added = [_new_column(name, column_lookup) for name in header if name not in known]
@@ -181,13 +184,84 @@ def _missing_columns(
         if not column.nullable:
             raise SchemaError(
                 f"The header of {path} lacks column {column.name}, which dataset "
-                f"{dataset.name} requires (it does not allow nulls).",
+                f"{dataset.name} requires (it does not allow nulls)."
+                f"{_other_dataset_hint(present, dataset)}",
                 path=path,
                 line=1,
                 column=column.name,
             )
         drift.append(DriftItem("missing", column.name, "filled with nulls"))
     return drift
+
+
+#: Share of columns in common (of the union of both sets) from which a
+#: header is taken to be an export of another dataset, when it shares less
+#: than `_OWN_MATCH` with the dataset it is loaded as. DiVA adding a few
+#: columns to a view lowers the share only a little.
+_OTHER_MATCH = 0.9
+_OWN_MATCH = 0.5
+
+
+def _check_other_dataset(
+    present: set[str], dataset: Dataset, path: str | None
+) -> None:
+    """Raise when the header is clearly an export of another dataset."""
+    if _match(present, dataset.column_names) >= _OWN_MATCH:
+        return
+    better = _better_datasets(present, dataset)
+    if better and better[0][1] >= _OTHER_MATCH:
+        names = " or ".join(name for name, _ in better)
+        common = len(present & set(dataset.column_names))
+        others = len(present) - common
+        raise SchemaError(
+            f"The header of {path} has the columns of {names}, not of "
+            f"{dataset.name}: it has {common} of the {len(dataset.columns)} "
+            f"columns of {dataset.name} and {others} others. Load the file as "
+            f"{better[0][0]}, or check that the export is of the dataset you "
+            "meant.",
+            path=path,
+            line=1,
+        )
+
+
+def _other_dataset_hint(present: set[str], dataset: Dataset) -> str:
+    """Return a sentence naming datasets the header matches better, or ''."""
+    better = [
+        name
+        for name, share in _better_datasets(present, dataset)
+        if share >= _OWN_MATCH
+    ]
+    if not better:
+        return ""
+    return (
+        f" Its columns match {' or '.join(better)} better; load it as that "
+        "dataset if it is an export of it."
+    )
+
+
+def _better_datasets(present: set[str], dataset: Dataset) -> list[tuple[str, float]]:
+    """Return the datasets that match `present` best, if better than `dataset`.
+
+    Each comes with its share of columns in common; all share the best value.
+    """
+    from connector.datasets import list_datasets, load_dataset
+
+    own = _match(present, dataset.column_names)
+    shares = {
+        name: _match(present, load_dataset(name).column_names)
+        for name in list_datasets()
+        if name != dataset.name
+    }
+    best = max(shares.values(), default=0.0)
+    if best <= own:
+        return []
+    return [(name, share) for name, share in shares.items() if share == best]
+
+
+def _match(present: set[str], columns: list[str]) -> float:
+    """Return the share of columns in common, of all columns in either set."""
+    union = present | set(columns)
+    return len(present & set(columns)) / len(union) if union else 0.0
 
 
 def _new_column(name: str, column_lookup: ColumnLookup | None) -> Column:

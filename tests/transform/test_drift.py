@@ -209,3 +209,54 @@ def test_header_names_equal_after_strip_raise(tmp_path, cases_dataset):
 
     with pytest.raises(SchemaError, match="amount more than once"):
         read_rows(path, cases_dataset)
+
+
+def _header_of(name):
+    from connector.datasets import load_dataset
+
+    return load_dataset(name).column_names
+
+
+def test_export_of_other_dataset_raises():
+    from connector.datasets import load_dataset
+    from connector.transform.drift import reconcile_header
+
+    header = _header_of("settlements/detail")
+
+    with pytest.raises(SchemaError) as caught:
+        reconcile_header(header, load_dataset("activitybalances/day"), path="x.csv")
+
+    message = str(caught.value)
+    assert "has the columns of settlements/detail" in message
+    assert "Load the file as settlements/detail" in message
+
+
+def test_missing_required_column_names_better_dataset():
+    from connector.datasets import load_dataset
+    from connector.transform.drift import reconcile_header
+
+    # Half of the columns of cards/detail plus one of authorizations/detail:
+    # too little to be sure, but enough for a hint.
+    header = _header_of("cards/detail")
+    header = [*header[: len(header) // 2 + 2], "merchant_name"]
+
+    with pytest.raises(SchemaError, match="lacks column transaction_token") as caught:
+        reconcile_header(header, load_dataset("authorizations/detail"), path="x.csv")
+
+    assert "match cards/detail better" in str(caught.value)
+
+
+def test_own_columns_plus_new_ones_load(caplog):
+    from connector.datasets import load_dataset
+    from connector.transform.drift import reconcile_header
+
+    # DiVA adding columns to a view must not look like another dataset.
+    header = [*_header_of("authorizations/detail"), "fee", "fee_currency"]
+
+    with caplog.at_level(logging.WARNING):
+        effective, drift = reconcile_header(
+            header, load_dataset("authorizations/detail"), path="x.csv"
+        )
+
+    assert effective.column_names == header
+    assert [item.kind for item in drift] == ["added", "added"]
