@@ -343,6 +343,11 @@ def load_dataset(name: str) -> Dataset:
     """
     clean = name.strip().strip("/")
     if not re.fullmatch(r"[a-z_]+(/[a-z_]+)*", clean):
+        if re.fullmatch(r"[a-z_]+(/[a-z_]+)*", clean.lower()):
+            raise ConfigError(
+                f"Invalid dataset name {name!r}: dataset names are lower case; "
+                f"use {clean.lower()}."
+            )
         raise ConfigError(
             f"Invalid dataset name {name!r}: expected view/aggregation, "
             "e.g. authorizations/detail."
@@ -351,7 +356,10 @@ def load_dataset(name: str) -> Dataset:
     if not path.is_file():
         import difflib
 
-        close = difflib.get_close_matches(clean, list_datasets(), n=3, cutoff=0.6)
+        names = list_datasets()
+        # A view alone (`authorizations`) is completed with each aggregation.
+        close = [n for n in names if n.startswith(f"{clean}/")]
+        close = close or difflib.get_close_matches(clean, names, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(
             f"Unknown dataset {name!r}.{hint} Run `diva-connector datasets` to list "

@@ -152,6 +152,7 @@ def load_file(path: str | Path, dataset: Dataset, settings: Settings) -> RunSumm
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Export file {path} not found.", path=str(path))
+    check_sinks(settings, dataset)
 
     started = time.monotonic()
     summary = load_parts([ExportPart(None, path)], dataset, settings, window=None)

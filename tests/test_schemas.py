@@ -19,6 +19,7 @@ from connector.datasets import (
     parse_diva_type,
     schemas_root,
 )
+from connector.errors import ConfigError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -302,3 +303,19 @@ def test_unknown_type_warns_once(caplog):
     assert column.type.kind == "string"
     assert len(caplog.records) == 1
     assert "geography" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Authorizations/Detail", "lower case; use authorizations/detail"),
+        ("authorizations detail", "expected view/aggregation"),
+        ("authorizations", "Did you mean authorizations/day or authorizations/detail"),
+        ("authorisations/detail", "Did you mean authorizations/detail"),
+    ],
+)
+def test_dataset_name_errors_suggest_fix(name, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_dataset(name)
+
+    assert expected in str(caught.value)

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from benchmarks.generate import ensure_exports
 from connector.datasets import load_dataset
 from connector.errors import ConfigError, LoadError
 from connector.incremental import run_incremental
@@ -121,6 +122,21 @@ def test_parquet_destination_file_fails_before_export(
     assert str(blocker) in str(caught.value)
     assert blocker.read_text() == "not a folder"
     assert exports_made(sandbox) == 0
+
+
+def test_load_into_file_path_names_the_file(tmp_path):
+    from connector.pipeline import load_file
+    from connector.settings import load_settings
+
+    export = ensure_exports(200, tmp_path).gzip
+    blocker = tmp_path / "lake"
+    blocker.write_text("not a folder")
+    settings = load_settings(None, parquet=str(blocker / "sub"))
+
+    with pytest.raises(ConfigError, match="is a file, not a folder") as caught:
+        load_file(export, load_dataset(DATASET), settings)
+
+    assert str(blocker) in str(caught.value)
 
 
 def test_parquet_destination_created_when_missing(

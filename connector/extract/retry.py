@@ -182,11 +182,23 @@ class RetryPolicy:
                 **context,
             )
 
+        refused = isinstance(err, requests.ConnectionError) and (
+            _describe_connection_error(str(err)) is not None
+        )
+        if refused:
+            # More retries cannot fix a wrong address, so the URL comes first.
+            advice = (
+                "Check that DIVA_BASE_URL (base_url) is right and that this machine "
+                "can reach it, then try again."
+            )
+        else:
+            advice = (
+                "DiVA may be overloaded or unreachable; try again later, or raise "
+                "retry_max_attempts or retry_total_timeout_s."
+            )
         return TransientApiError(
             f"{describe_subject(action, dataset)} failed after {attempts} attempts "
-            f"in {elapsed:.0f} s: {self._describe(err)}. DiVA may be overloaded or "
-            "unreachable; try again later, or raise retry_max_attempts or "
-            "retry_total_timeout_s.",
+            f"in {elapsed:.0f} s: {self._describe(err)}. {advice}",
             status=getattr(err, "status", None),
             dataset=dataset,
             code=getattr(err, "code", None),
@@ -222,7 +234,4 @@ def _describe_connection_error(text: str) -> str | None:
     reason = _OS_ERROR.search(text)
     if host is None or reason is None:
         return None
-    return (
-        f"cannot connect to {host.group(1)}:{host.group(2)} ({reason.group(1)}); "
-        "check DIVA_BASE_URL"
-    )
+    return f"cannot connect to {host.group(1)}:{host.group(2)} ({reason.group(1)})"

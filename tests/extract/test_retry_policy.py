@@ -101,6 +101,7 @@ def test_connection_refused_retried_then_raised(make_client, clock):
     assert "3 attempts" in str(caught.value)
     assert f"cannot connect to 127.0.0.1:{port}" in str(caught.value)
     assert "DIVA_BASE_URL" in str(caught.value)
+    assert "retry_max_attempts" not in str(caught.value)
     assert caught.value.status is None
     assert len(clock.sleeps) == 2
 
