@@ -27,7 +27,7 @@ from connector.settings import Settings
 from connector.sinks import abort_all, check_sinks, open_writers
 from connector.sizing import plan_windows, reconcile
 from connector.summary import RunSummary
-from connector.windows import Window, split_window
+from connector.windows import Window, split_window, window_in_utc
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,7 +112,8 @@ def load_parts(
                     writer.write_rejects(rejects)
 
         token = parts[0].token if len(parts) == 1 else None
-        summary.sinks = [writer.commit(window, token) for writer in writers]
+        span = _commit_window(window, dataset, settings)
+        summary.sinks = [writer.commit(span, token) for writer in writers]
         progress.count("rows_loaded", summary.sinks[0].rows_written)
     except BaseException:
         abort_all(writers or [])
@@ -121,6 +122,21 @@ def load_parts(
         for reader in readers:
             reader.close()
     return summary
+
+
+def _commit_window(
+    window: Window | None, dataset: Dataset, settings: Settings
+) -> Window | None:
+    """Return the window whose rows the sinks replace, in UTC.
+
+    The sinks store timestamps in UTC, while DiVA reads a window in the zone
+    of its zone-less timestamps (`source_timezone`). Dates have no zone.
+    """
+    if window is None or dataset.date_column is None:
+        return window
+    if dataset.column(dataset.date_column).type.kind != "timestamp":
+        return window
+    return window_in_utc(window, settings.source_timezone)
 
 
 def _copy_batches(reader: Any, writers: list[BatchWriter]) -> None:

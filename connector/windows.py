@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True, order=True)
@@ -45,7 +46,34 @@ class Window:
         return self.to_filter()
 
 
+def window_in_utc(window: Window, zone: str) -> Window:
+    """Return the instants of `window`, read in `zone`, as a UTC window.
+
+    DiVA filters a window in the zone of its zone-less timestamps, so the
+    local day 2024-03-05 in America/Bogota runs from 05:00 UTC that day to
+    04:59:59 UTC the next. The result has aware UTC datetimes and, like any
+    datetime window, includes its last second. A window in UTC is returned
+    as it is.
+    """
+    if zone == "UTC":
+        return window
+    tz = ZoneInfo(zone)
+    if window.is_days:
+        start = datetime.combine(window.start, time(), tz)
+        after = datetime.combine(window.end + timedelta(days=1), time(), tz)
+        end = after.astimezone(UTC) - timedelta(seconds=1)
+        return Window(start.astimezone(UTC), end)
+    return Window(_in_utc(window.start, tz), _in_utc(window.end, tz))
+
+
+def _in_utc(value: datetime, tz: ZoneInfo) -> datetime:
+    local = value if value.tzinfo is not None else value.replace(tzinfo=tz)
+    return local.astimezone(UTC)
+
+
 def _format(value: date | datetime) -> str:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%dT%H:%M:%S")
     return value.isoformat()

@@ -225,3 +225,45 @@ def test_api_names_survive_stage_imports():
     assert callable(connector.export_files)
     assert callable(connector.transform_file)
     assert callable(connector.load_file)
+
+
+@pytest.mark.parametrize("write", ["upsert", "replace"])
+def test_local_day_reloads_keep_every_row(sandbox, sandbox_settings, tmp_path, write):
+    # Local days cut UTC days in two: reloading one local day, or an
+    # overlapping range, must not drop the rows of the neighbouring days.
+    from connector.load.parquet import read_parquet_dataset
+
+    dataset = load_dataset(DATASET)
+    database = tmp_path / "warehouse.db"
+    settings = sandbox_settings(
+        parquet=str(tmp_path / "lake"),
+        warehouse=f"sqlite:///{database}",
+        table="authorizations",
+        write=write,
+        source_timezone="America/Bogota",
+    )
+    for window in (
+        WINDOW,
+        Window(date(2024, 3, 2), date(2024, 3, 2)),
+        Window(date(2024, 3, 3), date(2024, 3, 5)),
+    ):
+        run_window(dataset, window, settings)
+
+    truth = sandbox_truth(sandbox, Window(date(2024, 3, 1), date(2024, 3, 5)))
+    table = read_parquet_dataset(str(tmp_path / "lake"), dataset)
+    amounts = dict(
+        zip(
+            table.column("transaction_token").to_pylist(),
+            table.column("transaction_amount").to_pylist(),
+            strict=True,
+        )
+    )
+    assert table.num_rows == len(truth) == 150
+    assert amounts == truth
+    engine = sqlalchemy.create_engine(f"sqlite:///{database}")
+    with engine.connect() as connection:
+        tokens = connection.execute(
+            sqlalchemy.text("SELECT transaction_token FROM authorizations")
+        ).scalars()
+        assert sorted(int(token) for token in tokens) == sorted(truth)
+    engine.dispose()

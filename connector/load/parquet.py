@@ -35,6 +35,11 @@ Replacement rules:
   its own, and files without a window in their name count as covering their
   whole day. So a reload of a window removes days that have no rows any
   more, and an hour window replaces only that hour of its day.
+- A window that starts or ends inside a day (the pipeline passes windows
+  of local days as UTC instants when `source_timezone` is not UTC) keeps,
+  in that day's partition, the rows of each replaced file that lie outside
+  the new window but inside the file's own window, in a "kept" file named
+  with the old file's window.
 - A load without a window (a file loaded by hand) is not the whole truth
   of any day. It upserts by the dataset's key (one or more columns) into
   the partitions of the days in its rows, `__null__` included. There a

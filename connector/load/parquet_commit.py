@@ -92,7 +92,10 @@ class _CommittingWriter(_DeduplicatingWriter):
                 (staged, f"part-{window_id}-{self._load_id}-{staged.name}")
                 for staged in new.get(folder, [])
             ]
-            if self._upsert is None:
+            if self._upsert is None and window is not None and partitioned:
+                old, kept = self._window_folder(folder, names, window)
+                named += kept
+            elif self._upsert is None:
                 old = [
                     name
                     for name in names
