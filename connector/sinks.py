@@ -75,6 +75,12 @@ def check_sinks(settings: Settings, dataset: Dataset) -> None:
         LoadError: The warehouse cannot be reached.
     """
     _check_sink_settings(settings)
+    if settings.warehouse is None and settings.write != "upsert":
+        log.warning(
+            "write=%s applies to warehouse tables only; the Parquet sink replaces "
+            "the window's rows, or upserts by key for a file loaded by hand.",
+            settings.write,
+        )
     if settings.warehouse is not None:
         from connector.load.sql import check_warehouse
 

@@ -6,6 +6,7 @@ folder must fail before the first export request reaches DiVA.
 
 from __future__ import annotations
 
+import logging
 import socket
 from datetime import date
 
@@ -170,3 +171,17 @@ def test_table_name_limits(dialect, name, accepted):
     else:
         with pytest.raises(ConfigError, match="Choose a shorter name"):
             check_table_name(name, dialect)
+
+
+def test_write_mode_without_warehouse_warns(tmp_path, caplog):
+    from connector.pipeline import load_file
+    from connector.settings import load_settings
+
+    export = ensure_exports(200, tmp_path).gzip
+    settings = load_settings(None, parquet=str(tmp_path / "lake"), write="append")
+
+    with caplog.at_level(logging.WARNING, logger="connector.sinks"):
+        summary = load_file(export, load_dataset(DATASET), settings)
+
+    assert summary.rows_read == 200
+    assert "write=append applies to warehouse tables only" in caplog.text
