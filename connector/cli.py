@@ -115,7 +115,7 @@ def _sink_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--write",
             type=click.Choice(["upsert", "append", "replace"]),
-            help="How rows meet the table (default upsert).",
+            help="How rows meet the warehouse table (default upsert).",
         ),
         click.option(
             "--on-bad-rows",

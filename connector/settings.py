@@ -139,7 +139,9 @@ class Settings(BaseSettings):
 
     # Transform
     source_timezone: str = Field(
-        "UTC", description="Zone of DiVA's zone-less timestamps (IANA name)."
+        "UTC",
+        description="Zone of DiVA's zone-less timestamps and of the days of "
+        "its windows (IANA name).",
     )
     ambiguous_times: Literal["raise", "earliest", "latest"] = Field(
         "raise",
@@ -174,7 +176,9 @@ class Settings(BaseSettings):
     )
     table: str | None = Field(None, description="Warehouse table name.")
     write: Literal["upsert", "append", "replace"] = Field(
-        "upsert", description="How rows meet the existing table."
+        "upsert",
+        description="How rows meet the existing warehouse table (Parquet "
+        "replaces the window's rows).",
     )
     audit_table: str = Field("diva_loads", description="Warehouse table of loads.")
     state_table: str = Field(

@@ -182,10 +182,10 @@ class RetryPolicy:
                 **context,
             )
 
-        refused = isinstance(err, requests.ConnectionError) and (
+        unreachable = isinstance(err, requests.ConnectionError) and (
             _describe_connection_error(str(err)) is not None
         )
-        if refused:
+        if unreachable:
             # More retries cannot fix a wrong address, so the URL comes first.
             advice = (
                 "Check that DIVA_BASE_URL (base_url) is right and that this machine "
