@@ -434,9 +434,20 @@ def read_columns(fs: pafs.FileSystem, path: str, names: list[str]) -> pa.Table:
     The commit of every keyed load reads its staged keys back. It avoids
     `pq.read_table`, which goes through pyarrow's dataset module, because
     importing that module imports pandas too (measured here: 0.2 s, 35 MB).
+
+    Raises:
+        LoadError: The file is not a Parquet file, or a damaged one.
     """
-    with fs.open_input_file(path) as file:
-        return pq.ParquetFile(file).read(columns=names)
+    try:
+        with fs.open_input_file(path) as file:
+            return pq.ParquetFile(file).read(columns=names)
+    except pa.ArrowInvalid as err:
+        raise LoadError(
+            f"Cannot read {path} as Parquet: {err}. Only the connector's Parquet "
+            "files belong in a dataset folder; move other files out of it (names "
+            "starting with _ or . are ignored). The dataset was left as it was.",
+            path=path,
+        ) from err
 
 
 def _first_difference(actual: pa.Schema, expected: pa.Schema) -> str:

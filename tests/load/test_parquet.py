@@ -1090,3 +1090,21 @@ def test_unpartitioned_upsert_counts_deduplicated_keys(destination):
         "new": None,
     }
     assert table.num_rows == 3
+
+
+def test_foreign_file_in_partition_named(tmp_path):
+    destination = str(tmp_path / "lake")
+    _load(destination, _day_rows("2024-03-01", 2, "old"))
+    folder = Path(dataset_root(destination, PAYMENTS)) / "date=2024-03-01"
+    notes = folder / "notes.txt"
+    notes.write_text("hi")
+
+    with pytest.raises(LoadError, match="Cannot read .*notes.txt as Parquet") as caught:
+        _load(destination, _day_rows("2024-03-01", 1, "new"))
+
+    assert "move other files out" in str(caught.value)
+    notes.unlink()
+    assert _tokens(read_parquet_dataset(destination, PAYMENTS)) == [
+        "old-2024-03-01-0",
+        "old-2024-03-01-1",
+    ]
