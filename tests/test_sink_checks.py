@@ -185,3 +185,13 @@ def test_write_mode_without_warehouse_warns(tmp_path, caplog):
 
     assert summary.rows_read == 200
     assert "write=append applies to warehouse tables only" in caplog.text
+
+
+def test_sqlite_folder_created_when_missing(sandbox, sandbox_settings, tmp_path):
+    database = tmp_path / "new" / "folder" / "warehouse.db"
+    settings = sandbox_settings(warehouse=f"sqlite:///{database}", table="t")
+
+    summary = run_window(load_dataset(DATASET), WINDOW, settings)
+
+    assert summary.rows_read == 60
+    assert database.is_file()

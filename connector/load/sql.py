@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -233,6 +234,20 @@ def _check_preserve_columns(names: Collection[str], dataset: Dataset) -> None:
         )
 
 
+def _create_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file, as Parquet folders are."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database:
+        return
+    if database == ":memory:" or database.startswith("file:"):
+        return
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def create_warehouse_engine(url: str) -> sa.Engine:
     """Create an engine for `url` with the settings a load relies on.
 
@@ -240,6 +255,7 @@ def create_warehouse_engine(url: str) -> sa.Engine:
         ConfigError: The URL is invalid or names a driver that is not installed.
     """
     normalized = normalize_url(url)
+    _create_sqlite_folder(normalized)
     connect_args = {}
     if normalized.startswith(("mysql+pymysql", "mariadb+pymysql")):
         connect_args["charset"] = "utf8mb4"
