@@ -176,6 +176,9 @@ class _UpsertingWriter(_StagingWriter):
         start, end = _span(window.start, window.end)
         if day is None or self._date_index is None:
             return replaced, []
+        if not pa.types.is_timestamp(self._schema.field(self._date_index).type):
+            # A date column's day partitions match day windows exactly.
+            return replaced, []
         day_start = datetime.combine(day, datetime.min.time())
         day_span = (day_start, day_start + timedelta(days=1))
         if start <= day_span[0] and day_span[1] <= end:
@@ -253,6 +256,8 @@ def _within(
     """
     if isinstance(dates, pa.ChunkedArray):
         dates = dates.combine_chunks()
+    if len(dates) == 0:
+        return pa.nulls(0, pa.bool_())
     unit = dates.type.unit
     ticks = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit]
     low = (start - _EPOCH_NAIVE) // timedelta(seconds=1) * ticks

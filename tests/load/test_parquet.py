@@ -1108,3 +1108,20 @@ def test_foreign_file_in_partition_named(tmp_path):
         "old-2024-03-01-0",
         "old-2024-03-01-1",
     ]
+
+
+def test_within_span_handles_nulls_and_slices():
+    from connector.load.parquet_upsert import _within
+
+    stamps = pa.chunked_array(
+        [
+            [_ts("2024-03-01T23:59:59"), None],
+            [_ts("2024-03-02T00:00:00"), _ts("2024-03-02T23:59:59.999999")],
+            [_ts("2024-03-03T00:00:00")],
+        ]
+    )
+    day = (datetime(2024, 3, 2), datetime(2024, 3, 3))
+
+    assert _within(stamps, *day).to_pylist() == [False, False, True, True, False]
+    assert _within(stamps.slice(2, 2), *day).to_pylist() == [True, True]
+    assert _within(stamps.slice(0, 0), *day).to_pylist() == []
