@@ -95,9 +95,9 @@ def split_table_name(name: str) -> tuple[str | None, str]:
     return schema or None, table
 
 
-#: The longest name of a table or schema that each database accepts, and its
-#: unit: PostgreSQL allows 63 bytes and cuts longer names (its NAMEDATALEN
-#: is 64 with the final NUL), while MariaDB and MySQL allow 64 characters.
+#: The maximum length of a table or schema name in each database, and its
+#: unit. PostgreSQL allows 63 bytes (NAMEDATALEN is 64 with the final NUL)
+#: and truncates longer names. MariaDB and MySQL allow 64 characters.
 _NAME_LIMITS = {"postgresql": (63, "bytes"), "mysql": (64, "characters")}
 
 

@@ -194,10 +194,10 @@ def _missing_columns(
     return drift
 
 
-#: Share of columns in common (of the union of both sets) from which a
-#: header is taken to be an export of another dataset, when it shares less
-#: than `_OWN_MATCH` with the dataset it is loaded as. DiVA adding a few
-#: columns to a view lowers the share only a little.
+#: A header is taken to be an export of another dataset when it shares at
+#: least `_OTHER_MATCH` of the columns of both (counted over their union)
+#: with that dataset, and less than `_OWN_MATCH` with its own. DiVA adding
+#: a few columns to a view lowers the share only a little.
 _OTHER_MATCH = 0.9
 _OWN_MATCH = 0.5
 
@@ -242,7 +242,8 @@ def _other_dataset_hint(present: set[str], dataset: Dataset) -> str:
 def _better_datasets(present: set[str], dataset: Dataset) -> list[tuple[str, float]]:
     """Return the datasets that match `present` best, if better than `dataset`.
 
-    Each comes with its share of columns in common; all share the best value.
+    Each comes with its share of columns in common, and all have the same,
+    highest share.
     """
     from connector.datasets import list_datasets, load_dataset
 
